@@ -1,0 +1,166 @@
+"""Events: the non-media items that flow in band with the media they describe.
+
+Every event carries ``media_time_s``, the position in the *input* media (seconds,
+derived from sample counts) at which it was decided, so the same recording gives
+the same timeline on every run and at any speed.
+
+Events are msgspec Structs (cheap to build, compare and encode). The two names
+FastRTC users construct positionally, ``AdditionalOutputs(*args)`` and
+``CloseStream(msg)``, keep those signatures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from flowrtc.media import AudioChunk
+
+__all__ = [
+    "Event",
+    "SpeechStarted",
+    "SpeechStopped",
+    "PauseDetected",
+    "Utterance",
+    "Interrupt",
+    "ReplyStarted",
+    "ReplyEnded",
+    "AdditionalOutputs",
+    "CloseStream",
+    "Log",
+    "Error",
+    "Warning",
+    "Message",
+    "ClientMessage",
+    "Transcript",
+    "StopWord",
+    "Dtmf",
+    "PlaybackMark",
+]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of all events. ``media_time_s``: input media time when it was decided."""
+
+    media_time_s: float = 0.0
+
+
+class SpeechStarted(Event, frozen=True, kw_only=True):
+    """The VAD decided that speech began at ``media_time_s`` (padding included)."""
+
+
+class SpeechStopped(Event, frozen=True, kw_only=True):
+    """The VAD decided that speech ended at ``media_time_s``."""
+
+
+class PauseDetected(Event, frozen=True, kw_only=True):
+    """The pause gate decided that the user's turn is over."""
+
+
+class Utterance(Event, frozen=True, kw_only=True):
+    """One user turn: the audio from speech start (with pre-roll) to the pause.
+
+    ``start_s``/``end_s`` are the speech bounds in input media time; the audio is
+    at the rate the pause gate received.
+    """
+
+    audio: AudioChunk
+    start_s: float
+    end_s: float
+
+
+class Interrupt(Event, frozen=True, kw_only=True):
+    """The running reply was cut off: drop every queued, unplayed audio sample."""
+
+
+class ReplyStarted(Event, frozen=True, kw_only=True):
+    """A reply to the user began (its audio is placed from ``media_time_s`` on)."""
+
+
+class ReplyEnded(Event, frozen=True, kw_only=True):
+    """A reply finished (``interrupted`` when it was cut off)."""
+
+    interrupted: bool = False
+
+
+class CloseStream(Event, frozen=True):
+    """Returned or yielded by a handler to end its session after what was queued plays."""
+
+    msg: str = "Stream closed"
+
+
+class Log(Event, frozen=True, kw_only=True):
+    """A ``log`` message for the client, e.g. ``started_talking``."""
+
+    data: str
+
+
+class Error(Event, frozen=True, kw_only=True):
+    """An error the client can read; ``kind`` is a stable machine-readable name."""
+
+    message: str
+    kind: str = "error"
+
+
+class Warning(Event, frozen=True, kw_only=True):  # noqa: A001 - FastRTC's name
+    """A ``warning`` message for the client."""
+
+    message: str
+
+
+class Message(Event, frozen=True, kw_only=True):
+    """A raw ``{"type": ..., "data": ...}`` message for the client (send_input, stopword, ...)."""
+
+    type: str
+    data: Any = ""
+
+
+class ClientMessage(Event, frozen=True, kw_only=True):
+    """Something the client sent on its message channel."""
+
+    data: Any
+
+
+class Transcript(Event, frozen=True, kw_only=True):
+    """Text recognised from the user's speech."""
+
+    text: str
+    final: bool = True
+
+
+class StopWord(Event, frozen=True, kw_only=True):
+    """A stop word or phrase was heard."""
+
+    word: str
+
+
+class Dtmf(Event, frozen=True, kw_only=True):
+    """A telephone keypad digit pressed by the caller."""
+
+    digit: str
+
+
+class PlaybackMark(Event, frozen=True, kw_only=True):
+    """The client reports that audio up to a named mark has been played."""
+
+    name: str
+
+
+class AdditionalOutputs:
+    """Extra values a handler sends beside its media (FastRTC's ``AdditionalOutputs(*args)``)."""
+
+    __slots__ = ("args", "media_time_s")
+
+    def __init__(self, *args: Any, media_time_s: float = 0.0) -> None:
+        self.args = args
+        self.media_time_s = media_time_s
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AdditionalOutputs) and self.args == other.args
+
+    def __hash__(self) -> int:
+        return hash(self.args)
+
+    def __repr__(self) -> str:
+        return f"AdditionalOutputs{self.args!r}"

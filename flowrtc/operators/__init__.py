@@ -1,0 +1,30 @@
+"""Composable async stream operators.
+
+Every operator is an async generator made pipeable with :func:`operator`:
+``source | decode() | resample(16000) | encode(sample_rate=48000)``.
+"""
+
+from flowrtc.operators.codec import decode, encode, mulaw_decode, mulaw_encode
+from flowrtc.operators.core import Flow, Pipe, identity, operator, scoped
+from flowrtc.operators.handler import handler, iterate_call, normalize_output
+from flowrtc.operators.pace import pace
+from flowrtc.operators.rechunk import rechunk
+from flowrtc.operators.resample import resample
+
+__all__ = [
+    "Flow",
+    "Pipe",
+    "decode",
+    "encode",
+    "handler",
+    "identity",
+    "iterate_call",
+    "mulaw_decode",
+    "mulaw_encode",
+    "normalize_output",
+    "operator",
+    "pace",
+    "rechunk",
+    "resample",
+    "scoped",
+]

@@ -1,0 +1,289 @@
+"""``Session``: one running instance of a graph.
+
+A session owns everything one connection needs: bounded input channels, the
+graph's pipelines running in one anyio task group, a single ordered output
+channel, the handler's inputs (``latest_args``) and its limits. Use it as an
+``async with`` block; leaving the block (or the graph finishing, or a
+``time_limit_s`` running out) ends every task it started.
+
+Policies when a channel is full: audio and messages wait (backpressure to the
+transport), video drops the oldest queued frame so a slow handler always sees
+the newest one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from typing import Any, AsyncIterator, Sequence
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from flowrtc.errors import FlowRTCError, GraphError, SessionClosed, WebRTCError
+from flowrtc.events import ClientMessage, CloseStream, Error, Event, Message
+from flowrtc.graph import Graph, Ports
+from flowrtc.media import AudioChunk, VideoFrame
+from flowrtc.operators.core import scoped
+
+__all__ = ["Session", "current_session", "get_current_session"]
+
+logger = logging.getLogger("flowrtc.session")
+
+_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar("flowrtc_session", default=None)
+
+_INPUT_BUFFER = 16
+_OUTPUT_BUFFER = 16
+_VIDEO_BUFFER = 1
+
+
+def current_session() -> Session | None:
+    """The session whose graph is running in this task or worker thread, if any."""
+    return _current.get()
+
+
+def get_current_session() -> Session:
+    """Like :func:`current_session`, but raises when called outside a session."""
+    session = _current.get()
+    if session is None:
+        raise GraphError("no flowrtc session is running in this context")
+    return session
+
+
+class _Channel:
+    """A bounded memory channel with a full-buffer policy."""
+
+    __slots__ = ("send", "receive", "drop_oldest")
+
+    def __init__(self, size: int, *, drop_oldest: bool = False) -> None:
+        self.send: MemoryObjectSendStream[Any]
+        self.receive: MemoryObjectReceiveStream[Any]
+        self.send, self.receive = anyio.create_memory_object_stream(size)
+        self.drop_oldest = drop_oldest
+
+    async def put(self, item: Any) -> None:
+        if self.drop_oldest:
+            while True:
+                try:
+                    self.send.send_nowait(item)
+                    return
+                except anyio.WouldBlock:
+                    try:
+                        self.receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        pass
+        else:
+            await self.send.send(item)
+
+    async def put_input(self, item: Any) -> None:
+        try:
+            await self.put(item)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise SessionClosed("the session has ended; it takes no more input") from None
+
+    async def close(self) -> None:
+        await self.send.aclose()
+
+
+class Session:
+    """Run one graph instance.
+
+    Args:
+        graph: what to run.
+        session_id: the connection's id (``webrtc_id``/``websocket_id``/``streamSid``).
+        time_limit_s: end the session after this many seconds (``None``: no limit).
+        phone_mode: the session is a phone call (handlers must not wait for inputs).
+        input_buffer / output_buffer: channel sizes, in items.
+        video_buffer: queued input video frames before the oldest is dropped.
+        transport: the transport object (e.g. the WebSocket), for ``get_current_context``.
+
+    Usage::
+
+        async with Session(graph) as session:
+            await session.send(chunk)
+            await session.end_input()
+            async for item in session:
+                ...
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        session_id: str | None = None,
+        time_limit_s: float | None = None,
+        phone_mode: bool = False,
+        input_buffer: int = _INPUT_BUFFER,
+        output_buffer: int = _OUTPUT_BUFFER,
+        video_buffer: int = _VIDEO_BUFFER,
+        transport: Any = None,
+        initial_args: Sequence[Any] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.id = session_id or uuid.uuid4().hex
+        self.time_limit_s = time_limit_s
+        self.phone_mode = phone_mode
+        self.transport = transport
+        self.latest_args: list[Any] = list(initial_args) if initial_args is not None else []
+        self.args_set = anyio.Event()
+        if initial_args is not None:
+            self.args_set.set()
+        self.closed = anyio.Event()
+        self.error: BaseException | None = None
+        self._audio = _Channel(input_buffer)
+        self._video = _Channel(video_buffer, drop_oldest=True)
+        self._messages = _Channel(input_buffer)
+        self._output = _Channel(output_buffer)
+        self._task_group: TaskGroup | None = None
+        self._running_pipes = 0
+        self._context_token: contextvars.Token[Session | None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def __aenter__(self) -> Session:
+        self._context_token = _current.set(self)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        try:
+            pipes = self.graph.open(Ports(self._audio.receive, self._video.receive, self._messages.receive))
+        except BaseException:
+            self._task_group.cancel_scope.cancel()
+            await self._task_group.__aexit__(None, None, None)
+            raise
+        self._running_pipes = len(pipes)
+        for pipe in pipes:
+            self._task_group.start_soon(self._pump, pipe)
+        if self.time_limit_s is not None:
+            self._task_group.start_soon(self._enforce_time_limit, self.time_limit_s)
+        if not pipes:
+            await self._output.close()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+        try:
+            return await self._task_group.__aexit__(*exc_info)
+        finally:
+            for channel in (self._audio, self._video, self._messages, self._output):
+                channel.send.close()
+                channel.receive.close()
+            self.closed.set()
+            if self._context_token is not None:
+                try:
+                    _current.reset(self._context_token)
+                except ValueError:  # exited from another context; nothing to restore
+                    pass
+
+    def cancel(self) -> None:
+        """End the session now, from anywhere on its event loop."""
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    async def _pump(self, pipe: Any) -> None:
+        try:
+            async with scoped(pipe) as items:
+                async for item in items:
+                    await self._output.put(item)
+                    if isinstance(item, CloseStream):
+                        break
+        except anyio.get_cancelled_exc_class():
+            raise
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return
+        except Exception as exc:  # user code failed: tell the client, end this session only
+            self.error = exc
+            kind = "webrtc_error" if isinstance(exc, WebRTCError) else type(exc).__name__
+            if not isinstance(exc, FlowRTCError):
+                logger.exception("session %s: graph %r failed", self.id, self.graph.name)
+            with anyio.move_on_after(1):
+                await self._output.put(Error(message=str(exc) or type(exc).__name__, kind=kind))
+            await self._finish_output(all_pipes=True)
+            return
+        await self._finish_output(all_pipes=False)
+
+    async def _finish_output(self, *, all_pipes: bool) -> None:
+        self._running_pipes -= 1
+        if all_pipes or self._running_pipes <= 0:
+            await self._output.close()
+            if all_pipes and self._task_group is not None:
+                # Other pipelines of this session stop too; the output is already closed.
+                self._task_group.cancel_scope.cancel()
+
+    async def _enforce_time_limit(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        with anyio.move_on_after(1):
+            await self._output.put(CloseStream("time limit reached"))
+        await self._output.close()
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+
+    # -- input ---------------------------------------------------------------------
+    async def send(self, item: Any) -> None:
+        """Deliver one input item to the port its type belongs to.
+
+        Raises :class:`~flowrtc.errors.SessionClosed` once the session has ended.
+        """
+        if isinstance(item, VideoFrame):
+            await self._video.put_input(item)
+        elif isinstance(item, (Event, str, dict)):
+            await self.send_message(item)
+        else:
+            await self._audio.put_input(item)
+
+    async def send_message(self, message: Any) -> None:
+        """Deliver a client message (wrapped as :class:`ClientMessage` unless already an event)."""
+        event = message if isinstance(message, Event) else ClientMessage(data=message)
+        channel = {"audio": self._audio, "video": self._video, "messages": self._messages}[self.graph.message_port]
+        await channel.put_input(event)
+
+    async def end_input(self) -> None:
+        """No more input will come: the graph drains what it has and then ends."""
+        for channel in (self._audio, self._video, self._messages):
+            await channel.close()
+
+    def set_input(self, *args: Any) -> None:
+        """Replace the handler's extra arguments; the next handler call sees them."""
+        self.latest_args = list(args)
+        self.args_set.set()
+
+    async def wait_for_args(self) -> list[Any]:
+        """Ask the client for inputs (``send_input``) and wait until they are set.
+
+        In phone mode nobody can answer, so this returns the current ones at once.
+        """
+        if self.phone_mode:
+            self.args_set.set()
+            return self.latest_args
+        self.args_set = anyio.Event()
+        await self.emit(Message(type="send_input", data=[]))
+        await self.args_set.wait()
+        return self.latest_args
+
+    # -- output --------------------------------------------------------------------
+    async def emit(self, item: Any) -> None:
+        """Put an item straight on the output (messages from handler code)."""
+        await self._output.put(item)
+
+    def emit_nowait(self, item: Any) -> bool:
+        """Put an item on the output if there is room; ``False`` if it was dropped."""
+        try:
+            self._output.send.send_nowait(item)
+            return True
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._output.receive.__aiter__()
+
+    async def receive(self) -> Any:
+        """The next output item; raises ``anyio.EndOfStream`` when the session has ended."""
+        return await self._output.receive.receive()
+
+    def statistics(self) -> dict[str, Any]:
+        """Queue depths of every channel (for monitoring and tests)."""
+        return {
+            name: channel.send.statistics().current_buffer_used
+            for name, channel in (("audio_in", self._audio), ("video_in", self._video), ("messages_in", self._messages), ("output", self._output))
+        }
