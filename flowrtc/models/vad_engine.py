@@ -1,0 +1,312 @@
+"""A shared engine that batches the Silero VAD windows of many concurrent streams.
+
+Each :class:`EngineStream` cuts its own audio into windows on the event loop;
+the :class:`VADEngine` gathers one ready window from every stream that has one,
+scores them as one batched call of :meth:`SileroVAD.infer` in a worker thread
+(at most one such thread per engine), and hands every stream its probability and
+new state. A stream with several windows ready has them scored in successive
+batches, so its state flows in order. Rows are independent in the model, so
+batching does not change any stream's probabilities.
+
+Batches form naturally: a batch takes whatever is ready when the previous one
+finishes (plus an optional gather delay, ``max_wait_ms``); nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import numpy as np
+
+from ..errors import ConfigurationError, GraphError
+from .silero import STATE_SHAPE, SUPPORTED_RATES, SileroVAD, VADStream, _check_rate, get_silero_vad
+
+__all__ = ["EngineStream", "VADEngine", "get_vad_engine"]
+
+
+class _Job:
+    """The windows of one ``push`` call and the probabilities found for them so far."""
+
+    __slots__ = ("windows", "probs", "next", "future", "dropped")
+
+    def __init__(self, windows: np.ndarray, future: asyncio.Future[list[float]]) -> None:
+        self.windows = windows
+        self.probs = np.empty(len(windows), dtype=np.float32)
+        self.next = 0
+        self.future = future
+        self.dropped = False
+
+
+class EngineStream:
+    """One audio stream served by a :class:`VADEngine`; made by :meth:`VADEngine.stream`.
+
+    Not safe to share between event loops. Close it (``await stream.aclose()``,
+    :meth:`close`, or ``async with``) to free its slot in the engine.
+    """
+
+    def __init__(self, engine: VADEngine, sample_rate: int, slot: int) -> None:
+        """Attach a stream to ``engine`` at ``slot`` (use :meth:`VADEngine.stream`)."""
+        self._engine = engine
+        self._cutter = VADStream(sample_rate, engine.model)  # windowing only; state is in the engine
+        #: Sample rate in Hz (8000 or 16000).
+        self.sample_rate: int = self._cutter.sample_rate
+        self._slot = slot
+        self._jobs: deque[_Job] = deque()
+        self._queued = False
+        self._closed = False
+        self._finalizer = weakref.finalize(self, engine._free_slot, slot)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the stream was closed."""
+        return self._closed
+
+    async def push(self, samples: Any) -> list[float]:
+        """Append ``samples`` (1-D, float in [-1, 1] or int16) and score the ready windows.
+
+        Returns one speech probability per complete window now available, in
+        stream order (empty if none). If the awaiting task is cancelled, the
+        windows are still scored (the stream's state must move past them) and
+        their probabilities are dropped.
+        """
+        if self._closed:
+            raise GraphError("this VAD engine stream is closed")
+        windows = self._cutter.prepare(samples)
+        if len(windows) == 0:
+            return []
+        loop = self._engine._bind_loop()
+        job = _Job(windows, loop.create_future())
+        self._jobs.append(job)
+        self._engine._enqueue(self)
+        return await job.future
+
+    #: Alias of :meth:`push`.
+    probabilities = push
+
+    def _drop_jobs(self, exc: BaseException | None = None) -> None:
+        """Abandon every pending window, failing (or cancelling) the waiting callers."""
+        for job in self._jobs:
+            job.dropped = True
+            if not job.future.done():
+                if exc is None:
+                    job.future.cancel()
+                else:
+                    job.future.set_exception(exc)
+        self._jobs.clear()
+        if self._queued:
+            self._queued = False
+            try:
+                self._engine._ready[self.sample_rate].remove(self)
+            except ValueError:  # it is in the batch running now
+                pass
+
+    def reset(self) -> None:
+        """Forget all audio and state; pending ``push`` calls are cancelled."""
+        self._drop_jobs()
+        self._cutter.reset()
+        if not self._closed:
+            self._engine._states[:, self._slot, :] = 0.0
+
+    def close(self) -> None:
+        """Free the stream's slot in the engine; pending ``push`` calls are cancelled."""
+        if self._closed:
+            return
+        self._drop_jobs()
+        self._closed = True
+        self._finalizer()
+
+    async def aclose(self) -> None:
+        """Close the stream (see :meth:`close`)."""
+        self.close()
+
+    async def __aenter__(self) -> EngineStream:
+        """Return the stream itself."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the stream."""
+        self.close()
+
+    def __repr__(self) -> str:
+        """Show rate, slot and state."""
+        state = "closed" if self._closed else f"slot={self._slot}, pending={len(self._jobs)}"
+        return f"EngineStream(sample_rate={self.sample_rate}, {state})"
+
+
+class VADEngine:
+    """Batches the VAD windows of many concurrent streams of one event loop into few model calls.
+
+    ``max_wait_ms`` (default 0) delays each batch that long to let more windows
+    arrive; ``max_batch_size`` caps the rows of one call (streams beyond it wait
+    their turn, round robin). All inference runs in worker threads through the
+    engine's own ``CapacityLimiter(1)``.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        max_wait_ms: float = 0.0,
+        max_batch_size: int = 256,
+    ) -> None:
+        """Make an engine on the shared model for ``model_path`` (default: the packaged one)."""
+        if max_wait_ms < 0:
+            raise ConfigurationError(f"max_wait_ms must be >= 0, not {max_wait_ms!r}")
+        if max_batch_size < 1:
+            raise ConfigurationError(f"max_batch_size must be >= 1, not {max_batch_size!r}")
+        #: The shared model all batches run on.
+        self.model: SileroVAD = get_silero_vad(model_path)
+        self.max_wait_ms = float(max_wait_ms)
+        self.max_batch_size = int(max_batch_size)
+        self._states = np.zeros((STATE_SHAPE[0], 16, STATE_SHAPE[2]), dtype=np.float32)
+        self._free: list[int] = list(range(15, -1, -1))
+        self._ready: dict[int, deque[EngineStream]] = {rate: deque() for rate in SUPPORTED_RATES}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: Model calls made so far.
+        self.batches = 0
+        #: Windows scored so far (sum of the batch sizes).
+        self.windows = 0
+
+    @property
+    def active_streams(self) -> int:
+        """Streams currently holding a slot."""
+        return self._states.shape[1] - len(self._free)
+
+    def stream(self, sample_rate: int) -> EngineStream:
+        """Open a stream at ``sample_rate`` Hz (8000 or 16000) on this engine."""
+        rate = _check_rate(sample_rate)
+        if not self._free:
+            size = self._states.shape[1]
+            grown = np.zeros((STATE_SHAPE[0], size * 2, STATE_SHAPE[2]), dtype=np.float32)
+            grown[:, :size, :] = self._states
+            self._states = grown
+            self._free.extend(range(size * 2 - 1, size - 1, -1))
+        slot = self._free.pop()
+        self._states[:, slot, :] = 0.0
+        return EngineStream(self, rate, slot)
+
+    def _free_slot(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None and not self._loop.is_closed() and self._task is not None:
+                raise GraphError("a VADEngine serves one event loop at a time")
+            self._loop = loop
+            self._limiter = anyio.CapacityLimiter(1)
+            self._task = None
+        return loop
+
+    def _enqueue(self, stream: EngineStream) -> None:
+        if not stream._queued:
+            stream._queued = True
+            self._ready[stream.sample_rate].append(stream)
+        if self._task is None:
+            assert self._loop is not None
+            self._task = self._loop.create_task(self._run(), name="flowrtc-vad-engine")
+
+    async def _run(self) -> None:
+        """Run batches until no stream has a window waiting, then end."""
+        try:
+            first = True
+            while True:
+                if self.max_wait_ms > 0:
+                    await asyncio.sleep(self.max_wait_ms / 1000.0)
+                elif not first:
+                    # Let the tasks woken by the last batch push again before the next one.
+                    await asyncio.sleep(0)
+                first = False
+                for rate, queue in self._ready.items():
+                    if queue:
+                        await self._run_batch(rate, queue)
+                if not any(self._ready.values()):
+                    return
+        finally:
+            # If cancelled with work left, the next push starts a new task for it.
+            self._task = None
+
+    async def _run_batch(self, rate: int, queue: deque[EngineStream]) -> None:
+        """Score one window of each of up to ``max_batch_size`` ready streams at ``rate``."""
+        n = min(len(queue), self.max_batch_size)
+        streams = [queue.popleft() for _ in range(n)]
+        jobs = [s._jobs[0] for s in streams]
+        windows = np.stack([job.windows[job.next] for job in jobs])
+        slots = np.fromiter((s._slot for s in streams), dtype=np.intp, count=n)
+        state = self._states[:, slots, :]
+        assert self._limiter is not None
+        try:
+            probs, new_state = await anyio.to_thread.run_sync(
+                self.model.infer, windows, state, rate, limiter=self._limiter
+            )
+        except Exception as exc:
+            for s, job in zip(streams, jobs):
+                if not job.dropped:
+                    s._queued = False
+                    s._drop_jobs(exc)
+                    s._cutter.reset()
+                    self._states[:, s._slot, :] = 0.0
+            return
+        except BaseException:  # cancelled: put the streams back, unscored, in front
+            for s, job in zip(reversed(streams), reversed(jobs)):
+                if not job.dropped:
+                    queue.appendleft(s)
+            raise
+        self.batches += 1
+        self.windows += n
+        keep = [i for i, job in enumerate(jobs) if not job.dropped]
+        if len(keep) == n:
+            self._states[:, slots, :] = new_state
+        elif keep:
+            self._states[:, slots[keep], :] = new_state[:, keep, :]
+        for i in keep:
+            s, job = streams[i], jobs[i]
+            job.probs[job.next] = probs[i]
+            job.next += 1
+            if job.next == len(job.windows):
+                s._jobs.popleft()
+                if not job.future.done():
+                    job.future.set_result(job.probs.tolist())
+            if s._jobs:
+                queue.append(s)
+            else:
+                s._queued = False
+
+    def __repr__(self) -> str:
+        """Show the model, the streams and the batch counts."""
+        return (
+            f"VADEngine({str(self.model.model_path)!r}, streams={self.active_streams}, "
+            f"batches={self.batches}, windows={self.windows})"
+        )
+
+
+_engines: weakref.WeakKeyDictionary[Any, dict[Path, VADEngine]] = weakref.WeakKeyDictionary()
+_unbound: dict[Path, VADEngine] = {}
+
+
+def get_vad_engine(model_path: str | os.PathLike[str] | None = None) -> VADEngine:
+    """Return the shared :class:`VADEngine` of the running event loop for ``model_path``.
+
+    Called outside an event loop it returns one process-wide engine, which binds
+    to the loop it is first used in. ``None`` means the packaged model.
+    """
+    key = get_silero_vad(model_path).model_path
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        engines = _unbound
+    else:
+        engines = _engines.setdefault(loop, {})
+    engine = engines.get(key)
+    if engine is None:
+        engine = engines[key] = VADEngine(key)
+    return engine
