@@ -1,8 +1,9 @@
 """G.711 µ-law, vectorised through lookup tables.
 
 Both directions are single ``numpy.take`` calls over tables built once from the
-G.711 definition (bias 0x84, clip 32635), so they are bit-exact and run at
-hundreds of millions of samples per second.
+G.711 definition (bias 0x84, clip 32635, on 14-bit samples ``x >> 2``), so
+they are bit-exact with the reference g711.c and Python's ``audioop`` and run
+at hundreds of millions of samples per second.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ MULAW_CLIP = 32635
 
 def _build_encode_table() -> np.ndarray:
     pcm = np.arange(-32768, 32768, dtype=np.int32)
-    sign = np.where(pcm < 0, 0x80, 0x00)
-    magnitude = np.minimum(np.abs(pcm), MULAW_CLIP) + MULAW_BIAS
-    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7  # 0..7
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    # G.711 quantises 14-bit samples: drop the two low bits first with an
+    # arithmetic shift, exactly as the reference g711.c (and Python's audioop)
+    # do, so negative values round toward -inf before taking the magnitude.
+    pcm14 = pcm >> 2
+    sign = np.where(pcm14 < 0, 0x80, 0x00)
+    magnitude = np.minimum(np.abs(pcm14), MULAW_CLIP >> 2) + (MULAW_BIAS >> 2)  # 33..8191
+    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 5  # 0..7
+    mantissa = (magnitude >> (exponent + 1)) & 0x0F
     codes = ~(sign | (exponent << 4) | mantissa) & 0xFF
     # Index the table by the int16 sample's bit pattern read as uint16.
     table = np.empty(65536, np.uint8)
