@@ -40,7 +40,11 @@ class Flow(Generic[T]):
         self._iterator = iterable
 
     def __aiter__(self) -> AsyncIterator[T]:
-        return self._iterator.__aiter__()
+        iterator = self._iterator.__aiter__()
+        if hasattr(iterator, "__aenter__"):
+            # An aiostream Streamer must be iterated inside its own context.
+            return _entered(iterator)
+        return iterator
 
     def __or__(self, pipe: PipeFunction) -> Flow[Any]:
         return Flow(pipe(self._iterator))
@@ -123,12 +127,24 @@ async def scoped(source: AsyncIterable[T]) -> AsyncIterator[AsyncIterator[T]]:
     the garbage collector finds it.
     """
     iterator = source.__aiter__()
+    if hasattr(iterator, "__aenter__"):
+        # aiostream streamers and anyio streams close themselves on exit (and
+        # aiostream warns when iterated outside that context).
+        async with iterator as entered:
+            yield entered
+        return
     try:
         yield iterator
     finally:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def _entered(iterator: Any) -> AsyncIterator[Any]:
+    async with iterator as items:
+        async for item in items:
+            yield item
 
 
 @operator
