@@ -137,6 +137,9 @@ class Session:
         self._messages = _Channel(input_buffer)
         self._output = _Channel(output_buffer)
         self._task_group: TaskGroup | None = None
+        # Covers the graph's pipelines only, not the code inside ``async with``:
+        # ending the graph must leave the consumer free to read what is queued.
+        self._graph_scope = anyio.CancelScope()
         self._running_pipes = 0
         self._context_token: contextvars.Token[Session | None] | None = None
 
@@ -152,12 +155,9 @@ class Session:
             await self._task_group.__aexit__(None, None, None)
             raise
         self._running_pipes = len(pipes)
-        for pipe in pipes:
-            self._task_group.start_soon(self._pump, pipe)
+        self._task_group.start_soon(self._run_graph, pipes)
         if self.time_limit_s is not None:
             self._task_group.start_soon(self._enforce_time_limit, self.time_limit_s)
-        if not pipes:
-            await self._output.close()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
@@ -180,6 +180,18 @@ class Session:
         """End the session now, from anywhere on its event loop."""
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
+
+    async def _run_graph(self, pipes: list[Any]) -> None:
+        try:
+            with self._graph_scope:
+                async with anyio.create_task_group() as pumps:
+                    for pipe in pipes:
+                        pumps.start_soon(self._pump, pipe)
+        finally:
+            # The graph is over: input now raises SessionClosed, output ends.
+            for channel in (self._audio, self._video, self._messages):
+                channel.receive.close()
+            self._output.send.close()
 
     async def _pump(self, pipe: Any) -> None:
         try:
@@ -207,17 +219,16 @@ class Session:
         self._running_pipes -= 1
         if all_pipes or self._running_pipes <= 0:
             await self._output.close()
-            if all_pipes and self._task_group is not None:
+            if all_pipes:
                 # Other pipelines of this session stop too; the output is already closed.
-                self._task_group.cancel_scope.cancel()
+                self._graph_scope.cancel()
 
     async def _enforce_time_limit(self, seconds: float) -> None:
         await anyio.sleep(seconds)
         with anyio.move_on_after(1):
             await self._output.put(CloseStream("time limit reached"))
         await self._output.close()
-        assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()
+        self._graph_scope.cancel()
 
     # -- input ---------------------------------------------------------------------
     async def send(self, item: Any) -> None:
