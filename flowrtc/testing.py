@@ -75,6 +75,10 @@ def save_audio(path: str | os.PathLike[str], audio: AudioChunk | Iterable[AudioC
     codec = _CODECS.get(path.suffix.lower())
     if codec is None:
         raise MediaError(f"cannot tell a codec from {path.suffix!r}; use one of {sorted(_CODECS)}")
+    try:
+        av.codec.Codec(codec, "w")
+    except av.codec.codec.UnknownCodecError:
+        raise MediaError(f"this PyAV build has no {codec!r} encoder, so it cannot write {path.suffix} files") from None
     chunks = [audio] if isinstance(audio, AudioChunk) else list(audio)
     if not chunks:
         raise MediaError("nothing to save")
