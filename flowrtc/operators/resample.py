@@ -12,6 +12,7 @@ from typing import Any, AsyncIterable, AsyncIterator
 import av
 import numpy as np
 
+from flowrtc.errors import MediaError
 from flowrtc.events import Interrupt
 from flowrtc.media import AudioChunk, Layout
 from flowrtc.operators.core import operator, scoped
@@ -57,8 +58,7 @@ class Resampler:
             # A jump in the input timeline (a new reply placed later): follow it.
             self._next_pts = round(chunk.pts * rate / chunk.sample_rate)
         self._expected_in_pts = chunk.end_pts
-        frame = chunk.to_av("s16p" if chunk.samples.dtype == np.int16 else "fltp")
-        frame.pts = None
+        frame = self._to_av(chunk)
         for resampled in self._av.resample(frame):  # type: ignore[union-attr]
             out.append(self._wrap(resampled, rate))
         return out
@@ -78,9 +78,25 @@ class Resampler:
         self._av = None
         self._key = None
 
+    @staticmethod
+    def _to_av(chunk: AudioChunk) -> av.AudioFrame:
+        # Cheaper than AudioChunk.to_av: the filter keeps its own timeline, so no pts.
+        layout = _LAYOUT_NAMES.get(chunk.channels)
+        if layout is None:
+            raise MediaError(f"resample supports mono and stereo input, not {chunk.channels} channels")
+        fmt = "s16p" if chunk.samples.dtype == np.int16 else "fltp"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk.samples), format=fmt, layout=layout)
+        frame.sample_rate = chunk.sample_rate
+        return frame
+
     def _wrap(self, frame: av.AudioFrame, rate: int) -> AudioChunk:
         pts = self._next_pts or 0
-        chunk = AudioChunk(frame.to_ndarray(), rate, pts)
+        dtype = np.int16 if frame.format.name == "s16p" else np.float32
+        # One copy per plane straight from the frame's buffers (to_ndarray stacks through vstack).
+        samples = np.empty((len(frame.planes), frame.samples), dtype)
+        for index, plane in enumerate(frame.planes):
+            samples[index] = np.frombuffer(plane, dtype, frame.samples)
+        chunk = AudioChunk(samples, rate, pts)
         self._next_pts = pts + chunk.n_samples
         return chunk
 
