@@ -18,7 +18,7 @@ import numpy as np
 from flowrtc.errors import MediaError
 from flowrtc.g711 import mulaw_to_pcm16, pcm16_to_mulaw
 
-__all__ = ["AudioChunk", "VideoFrame", "Layout", "as_audio_chunk"]
+__all__ = ["AudioChunk", "VideoFrame", "Layout", "as_audio_chunk", "seal"]
 
 Layout = Literal["mono", "stereo"]
 
@@ -31,9 +31,20 @@ _AV_FORMATS = {"s16": np.int16, "s16p": np.int16, "flt": np.float32, "fltp": np.
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
+    # A writable array still belongs to whoever made it, who may write to it
+    # (or reuse it as a buffer) after handing it over: keep a private copy.
+    copy = array.copy()
+    copy.flags.writeable = False
+    return copy
+
+
+def seal(array: np.ndarray) -> np.ndarray:
+    """Mark an array that nothing else references read-only in place (no copy).
+
+    For arrays an operator has just made, so wrapping them in an item costs no copy.
+    """
+    array.flags.writeable = False
+    return array
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +111,12 @@ class AudioChunk:
         if self.samples.dtype == np.int16:
             return self
         scaled = np.clip(np.rint(self.samples * _INT16_SCALE), -32768, 32767).astype(np.int16)
-        return AudioChunk(scaled, self.sample_rate, self.pts)
+        return AudioChunk(seal(scaled), self.sample_rate, self.pts)
 
     def to_float32(self) -> AudioChunk:
         if self.samples.dtype == np.float32:
             return self
-        return AudioChunk(self.samples.astype(np.float32) / np.float32(_INT16_SCALE), self.sample_rate, self.pts)
+        return AudioChunk(seal(self.samples.astype(np.float32) / np.float32(_INT16_SCALE)), self.sample_rate, self.pts)
 
     def to_dtype(self, dtype: Any) -> AudioChunk:
         return self.to_int16() if np.dtype(dtype) == np.int16 else self.to_float32()
@@ -119,9 +130,9 @@ class AudioChunk:
             mixed = self.samples.mean(axis=0, keepdims=True, dtype=np.float32)
             if self.samples.dtype == np.int16:
                 mixed = np.rint(mixed).astype(np.int16)
-            return AudioChunk(mixed, self.sample_rate, self.pts)
+            return AudioChunk(seal(mixed), self.sample_rate, self.pts)
         if self.channels == 1:
-            return AudioChunk(np.repeat(self.samples, channels, axis=0), self.sample_rate, self.pts)
+            return AudioChunk(seal(np.repeat(self.samples, channels, axis=0)), self.sample_rate, self.pts)
         raise MediaError(f"cannot convert {self.channels} channels to {channels}")
 
     def slice(self, start: int, stop: int | None = None) -> AudioChunk:
@@ -139,7 +150,7 @@ class AudioChunk:
                 raise MediaError("chunks to concatenate must share sample_rate and channels")
         dtype = np.float32 if any(c.samples.dtype == np.float32 for c in chunks) else np.int16
         joined = np.concatenate([c.to_dtype(dtype).samples for c in chunks], axis=1)
-        return AudioChunk(joined, first.sample_rate, first.pts if pts is None else pts)
+        return AudioChunk(seal(joined), first.sample_rate, first.pts if pts is None else pts)
 
     @staticmethod
     def silence(duration_s: float, sample_rate: int, *, channels: int = 1, pts: int = 0) -> AudioChunk:
@@ -202,7 +213,7 @@ class AudioChunk:
     @classmethod
     def from_mulaw(cls, data: bytes, sample_rate: int = 8000, *, pts: int = 0) -> AudioChunk:
         """G.711 µ-law bytes, mono."""
-        return cls(mulaw_to_pcm16(np.frombuffer(data, np.uint8))[None, :], sample_rate, pts)
+        return cls(seal(mulaw_to_pcm16(np.frombuffer(data, np.uint8))[None, :]), sample_rate, pts)
 
     def to_mulaw(self) -> bytes:
         """Mono G.711 µ-law bytes (channels are mixed down first)."""
@@ -222,7 +233,7 @@ class AudioChunk:
         if frame.pts is not None:
             time_base = frame.time_base or Fraction(1, frame.sample_rate)
             pts = int(frame.pts * time_base * frame.sample_rate)
-        return cls(np.ascontiguousarray(array), frame.sample_rate, pts)
+        return cls(seal(np.ascontiguousarray(array)), frame.sample_rate, pts)
 
     def to_av(self, format: str = "s16") -> av.AudioFrame:
         """A PyAV frame in ``format`` (``s16``, ``s16p``, ``flt`` or ``fltp``)."""
@@ -300,12 +311,12 @@ class VideoFrame:
     def to_format(self, format: Literal["bgr24", "rgb24"]) -> VideoFrame:
         if format == self.format:
             return self
-        return VideoFrame(np.ascontiguousarray(self.image[:, :, ::-1]), self.pts, self.time_base, format)
+        return VideoFrame(seal(np.ascontiguousarray(self.image[:, :, ::-1])), self.pts, self.time_base, format)
 
     @classmethod
     def from_av(cls, frame: av.VideoFrame, *, format: Literal["bgr24", "rgb24"] = "bgr24") -> VideoFrame:
         time_base = frame.time_base or Fraction(1, 90000)
-        return cls(frame.to_ndarray(format=format), frame.pts or 0, time_base, format)
+        return cls(seal(frame.to_ndarray(format=format)), frame.pts or 0, time_base, format)
 
     def to_av(self) -> av.VideoFrame:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(self.image), format=self.format)

@@ -14,7 +14,7 @@ import numpy as np
 
 from flowrtc.errors import ConfigurationError, MediaError
 from flowrtc.g711 import mulaw_to_pcm16, pcm16_to_mulaw
-from flowrtc.media import AudioChunk, Layout, VideoFrame
+from flowrtc.media import AudioChunk, Layout, VideoFrame, seal
 from flowrtc.operators.core import operator, scoped
 from flowrtc.operators.rechunk import rechunk
 from flowrtc.operators.resample import resample
@@ -138,7 +138,7 @@ async def mulaw_decode(source: AsyncIterable[Any], *, sample_rate: int = 8000) -
         async for item in items:
             if isinstance(item, (bytes, bytearray, memoryview)):
                 codes = np.frombuffer(item, np.uint8)
-                chunk = AudioChunk(mulaw_to_pcm16(codes)[None, :], sample_rate, next_pts)
+                chunk = AudioChunk(seal(mulaw_to_pcm16(codes)[None, :]), sample_rate, next_pts)
                 next_pts = chunk.end_pts
                 yield chunk
             else:

@@ -8,7 +8,7 @@ import numpy as np
 
 from flowrtc.errors import ConfigurationError
 from flowrtc.events import Interrupt
-from flowrtc.media import AudioChunk
+from flowrtc.media import AudioChunk, seal
 from flowrtc.operators.core import operator, scoped
 
 __all__ = ["rechunk", "Rechunker"]
@@ -53,7 +53,7 @@ class Rechunker:
         self._count += chunk.n_samples
         if self._count < size:
             return out
-        joined = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+        joined = seal(np.concatenate(self._pending, axis=1)) if len(self._pending) > 1 else self._pending[0]
         whole = (self._count // size) * size
         for start in range(0, whole, size):
             out.append(AudioChunk(joined[:, start : start + size], self._rate, self._pts))
@@ -67,7 +67,7 @@ class Rechunker:
         """The samples left over, as one short frame (or nothing)."""
         if not self._count:
             return []
-        joined = np.concatenate(self._pending, axis=1)
+        joined = seal(np.concatenate(self._pending, axis=1))
         chunk = AudioChunk(joined, self._rate, self._pts)
         self._pts += self._count
         self.drop()
@@ -105,5 +105,5 @@ async def rechunk(source: AsyncIterable[Any], *, duration_ms: float = 20.0, pad_
             size = round(frame.sample_rate * duration_ms / 1000)
             padded = np.zeros((frame.channels, size), frame.samples.dtype)
             padded[:, : frame.n_samples] = frame.samples
-            frame = AudioChunk(padded, frame.sample_rate, frame.pts)
+            frame = AudioChunk(seal(padded), frame.sample_rate, frame.pts)
         yield frame

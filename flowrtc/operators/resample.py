@@ -14,7 +14,7 @@ import numpy as np
 
 from flowrtc.errors import MediaError
 from flowrtc.events import Interrupt
-from flowrtc.media import AudioChunk, Layout
+from flowrtc.media import AudioChunk, Layout, seal
 from flowrtc.operators.core import operator, scoped
 
 __all__ = ["resample", "Resampler"]
@@ -96,7 +96,7 @@ class Resampler:
         samples = np.empty((len(frame.planes), frame.samples), dtype)
         for index, plane in enumerate(frame.planes):
             samples[index] = np.frombuffer(plane, dtype, frame.samples)
-        chunk = AudioChunk(samples, rate, pts)
+        chunk = AudioChunk(seal(samples), rate, pts)
         self._next_pts = pts + chunk.n_samples
         return chunk
 
