@@ -79,8 +79,9 @@ async def iterate_call(
             with anyio.CancelScope(shield=True):
                 await result.aclose()
     elif inspect.isgenerator(result):
-        async for value in _iterate_sync(result, limiter):
-            yield value
+        async with scoped(_iterate_sync(result, limiter)) as values:
+            async for value in values:
+                yield value
     elif result is not None:
         yield result
 
@@ -162,14 +163,16 @@ async def handler(
                 continue
             extra = args() if callable(args) else args
             next_pts: int | None = None
-            async for value in iterate_call(fn, convert(item), *extra, limiter=limiter):
-                for out in normalize_output(value, like=item):
-                    if isinstance(out, AudioChunk):
-                        if next_pts is None:
-                            next_pts = round(_media_time(item) * out.sample_rate)
-                        out = out.with_pts(next_pts)
-                        next_pts = out.end_pts
-                    yield out
+            # Scoped, so a user generator is closed as soon as we stop, not when collected.
+            async with scoped(iterate_call(fn, convert(item), *extra, limiter=limiter)) as values:
+                async for value in values:
+                    for out in normalize_output(value, like=item):
+                        if isinstance(out, AudioChunk):
+                            if next_pts is None:
+                                next_pts = round(_media_time(item) * out.sample_rate)
+                            out = out.with_pts(next_pts)
+                            next_pts = out.end_pts
+                        yield out
 
 
 def _media_time(item: Any) -> float:
