@@ -46,6 +46,8 @@ class Resampler:
             return [chunk]
         if channels != chunk.channels and rate == chunk.sample_rate and self._av is None:
             return [chunk.to_layout(channels)]
+        if chunk.channels not in _LAYOUT_NAMES or channels not in _LAYOUT_NAMES:
+            raise MediaError(f"resample converts mono and stereo audio, not {chunk.channels} channels")
         key = (chunk.sample_rate, chunk.channels, chunk.samples.dtype)
         out: list[AudioChunk] = []
         if self._key != key:
@@ -81,11 +83,8 @@ class Resampler:
     @staticmethod
     def _to_av(chunk: AudioChunk) -> av.AudioFrame:
         # Cheaper than AudioChunk.to_av: the filter keeps its own timeline, so no pts.
-        layout = _LAYOUT_NAMES.get(chunk.channels)
-        if layout is None:
-            raise MediaError(f"resample supports mono and stereo input, not {chunk.channels} channels")
         fmt = "s16p" if chunk.samples.dtype == np.int16 else "fltp"
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk.samples), format=fmt, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk.samples), format=fmt, layout=_LAYOUT_NAMES[chunk.channels])
         frame.sample_rate = chunk.sample_rate
         return frame
 
