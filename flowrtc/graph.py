@@ -66,6 +66,7 @@ class Graph:
         build: Builder | None = None,
         name: str = "graph",
         modality: Literal["audio", "video", "audio-video"] | None = None,
+        message_port: Literal["audio", "video", "messages"] | None = None,
     ) -> None:
         if build is None and audio is None and video is None:
             raise GraphError("a Graph needs an audio pipe, a video pipe or a build function")
@@ -81,7 +82,7 @@ class Graph:
         if modality is None:
             modality = "audio-video" if (audio and video) or build else ("audio" if audio else "video")
         self.modality = modality
-        self.message_port: Literal["audio", "video", "messages"] = (
+        self.message_port: Literal["audio", "video", "messages"] = message_port or (
             "messages" if build is not None else ("audio" if audio is not None else "video")
         )
 

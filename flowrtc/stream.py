@@ -1,0 +1,168 @@
+"""``Stream``: the FastRTC-compatible facade over graphs, sessions and transports.
+
+A Stream pairs a handler (a classic handler object, a function, or any
+:class:`~flowrtc.graph.Graph`) with a modality and mode, builds a fresh graph
+per connection, and enforces the limits that hold across every transport.
+Transports open sessions through :meth:`Stream.session`.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Literal, Sequence
+
+from flowrtc.errors import ConfigurationError
+from flowrtc.events import AdditionalOutputs
+from flowrtc.graph import Graph
+from flowrtc.hub import SessionHub
+from flowrtc.operators.core import operator, scoped
+from flowrtc.session import Session, current_session
+
+__all__ = ["Stream", "Modality", "Mode"]
+
+Modality = Literal["audio", "video", "audio-video"]
+Mode = Literal["send-receive", "send", "receive"]
+
+_MODALITIES = ("audio", "video", "audio-video")
+_MODES = ("send-receive", "send", "receive")
+DEFAULT_CONCURRENCY_LIMIT = 1
+
+
+@operator
+async def publish_outputs(source: Any, hub: SessionHub) -> Any:
+    """Copy every AdditionalOutputs to the hub (for ``output_stream``) and pass it on."""
+    session = current_session()
+    async with scoped(source) as items:
+        async for item in items:
+            if isinstance(item, AdditionalOutputs) and session is not None:
+                hub.publish(session.id, item)
+            yield item
+
+
+class Stream:
+    """Serve a handler over WebRTC, WebSocket and phone calls.
+
+    Args mirror FastRTC's ``Stream``:
+        handler: a StreamHandler/AsyncStreamHandler (ReplyOnPause, ...), a video
+            function, a receive-mode generator, or a flowrtc Graph.
+        mode: ``"send-receive"``, ``"send"`` or ``"receive"``.
+        modality: ``"audio"``, ``"video"`` or ``"audio-video"`` (FastRTC's default is video).
+        concurrency_limit: most sessions at once over all transports; ``"default"`` is 1
+            (FastRTC's default), ``None`` means no limit.
+        time_limit: seconds a session may last, on every transport (``None``: no limit).
+        allow_extra_tracks: ignore tracks of another kind instead of refusing them.
+        rtp_params, rtc_configuration, server_rtc_configuration, track_constraints:
+            WebRTC settings (client ICE config, server ICE config, capture constraints).
+        additional_inputs: input specs (see :mod:`flowrtc.inputs`) the built-in page renders.
+        additional_outputs, additional_outputs_handler, ui_args: kept for FastRTC code; the
+            built-in page shows additional outputs as they arrive.
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        additional_outputs_handler: Callable[..., Any] | None = None,
+        mode: Mode = "send-receive",
+        modality: Modality = "video",
+        concurrency_limit: int | None | Literal["default"] = "default",
+        time_limit: float | None = None,
+        allow_extra_tracks: bool = False,
+        rtp_params: dict[str, Any] | None = None,
+        rtc_configuration: dict[str, Any] | Callable[[], Any] | None = None,
+        server_rtc_configuration: dict[str, Any] | None = None,
+        track_constraints: dict[str, Any] | None = None,
+        additional_inputs: Sequence[Any] | None = None,
+        additional_outputs: Sequence[Any] | None = None,
+        ui_args: dict[str, Any] | None = None,
+        verbose: bool = True,
+    ) -> None:
+        if modality not in _MODALITIES:
+            raise ConfigurationError(f"modality must be one of {_MODALITIES}, got {modality!r}")
+        if mode not in _MODES:
+            raise ConfigurationError(f"mode must be one of {_MODES}, got {mode!r}")
+        if concurrency_limit == "default":
+            concurrency_limit = DEFAULT_CONCURRENCY_LIMIT
+        if concurrency_limit is not None and (not isinstance(concurrency_limit, int) or concurrency_limit < 1):
+            raise ConfigurationError(f"concurrency_limit must be a positive int, 'default' or None, got {concurrency_limit!r}")
+        if time_limit is not None and time_limit <= 0:
+            raise ConfigurationError(f"time_limit must be positive seconds, got {time_limit!r}")
+        from flowrtc.handlers.build import graph_factory
+
+        self.handler = handler
+        self.mode: Mode = mode
+        self.modality: Modality = modality
+        self.concurrency_limit = concurrency_limit
+        self.time_limit = time_limit
+        self.allow_extra_tracks = allow_extra_tracks
+        self.rtp_params = rtp_params
+        self.rtc_configuration = rtc_configuration
+        self.server_rtc_configuration = server_rtc_configuration
+        self.track_constraints = track_constraints
+        self.additional_inputs = list(additional_inputs or [])
+        self.additional_outputs = list(additional_outputs or [])
+        self.additional_outputs_handler = additional_outputs_handler
+        self.ui_args = dict(ui_args or {})
+        self.verbose = verbose
+        self.hub = SessionHub(concurrency_limit)
+        self._graph_factory = graph_factory(handler, modality=modality, mode=mode, stream=self)
+
+    # -- sessions ------------------------------------------------------------------
+    def graph(self) -> Graph:
+        """A fresh graph for one session (handlers are copied per connection)."""
+        inner = self._graph_factory()
+        hub = self.hub
+        return Graph(
+            build=lambda ports: [publish_outputs(s, hub) for s in inner.open(ports)],
+            name=inner.name,
+            modality=inner.modality,
+            message_port=inner.message_port,
+        )
+
+    @asynccontextmanager
+    async def session(
+        self,
+        session_id: str,
+        *,
+        transport: str,
+        phone_mode: bool = False,
+        transport_object: Any = None,
+        **session_options: Any,
+    ) -> AsyncIterator[Session]:
+        """Open one session: take a concurrency slot, run the graph, free everything on exit.
+
+        Raises :class:`~flowrtc.hub.ConcurrencyLimitReached` or
+        :class:`~flowrtc.hub.ConnectionExists` before anything starts.
+        """
+        self.hub.reserve(session_id, transport=transport)
+        try:
+            graph = self.graph()
+            async with Session(
+                graph,
+                session_id=session_id,
+                time_limit_s=self.time_limit,
+                phone_mode=phone_mode,
+                transport=transport_object,
+                **session_options,
+            ) as session:
+                self.hub.attach(session_id, session)
+                yield session
+        finally:
+            self.hub.release(session_id)
+
+    # -- FastRTC's methods -----------------------------------------------------------
+    def set_input(self, webrtc_id: str, *args: Any) -> None:
+        """Set the handler's extra arguments for one session; the next call sees them."""
+        self.hub.set_input(webrtc_id, *args)
+
+    async def output_stream(self, webrtc_id: str) -> AsyncIterator[AdditionalOutputs]:
+        """Additional outputs of one session; ends when the session ends."""
+        async for outputs in self.hub.output_stream(webrtc_id):
+            yield outputs
+
+    async def fetch_latest_output(self, webrtc_id: str, timeout_s: float = 10.0) -> AdditionalOutputs | None:
+        """The next additional output of one session (``None`` after ``timeout_s``)."""
+        return await self.hub.fetch_latest_output(webrtc_id, timeout_s)
+
+    def __repr__(self) -> str:
+        return f"Stream(modality={self.modality!r}, mode={self.mode!r}, handler={type(self.handler).__name__})"
