@@ -76,6 +76,17 @@ class AudioChunk:
         if samples.flags.writeable:
             object.__setattr__(self, "samples", _readonly(samples))
 
+    def __eq__(self, other: object) -> bool:
+        # Compare sample values (the generated __eq__ asked numpy for the truth of an array).
+        if not isinstance(other, AudioChunk):
+            return NotImplemented
+        return (
+            self.sample_rate == other.sample_rate
+            and self.pts == other.pts
+            and self.samples.dtype == other.samples.dtype
+            and np.array_equal(self.samples, other.samples)
+        )
+
     # -- shape ---------------------------------------------------------------
     @property
     def channels(self) -> int:
@@ -291,6 +302,16 @@ class VideoFrame:
             raise MediaError(f"VideoFrame format must be 'bgr24' or 'rgb24', got {self.format!r}")
         if image.flags.writeable:
             object.__setattr__(self, "image", _readonly(image))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VideoFrame):
+            return NotImplemented
+        return (
+            self.pts == other.pts
+            and self.time_base == other.time_base
+            and self.format == other.format
+            and np.array_equal(self.image, other.image)
+        )
 
     @property
     def media_time_s(self) -> float:
