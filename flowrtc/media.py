@@ -76,6 +76,14 @@ class AudioChunk:
         if samples.flags.writeable:
             object.__setattr__(self, "samples", _readonly(samples))
 
+    def __repr__(self) -> str:
+        # Short: items end up in logs, test failures and task reprs, where printing
+        # every sample of every frame cost seconds.
+        return (
+            f"AudioChunk({self.channels}ch x {self.n_samples} {self.samples.dtype} @ {self.sample_rate} Hz, "
+            f"pts={self.pts}, t={self.media_time_s:.3f}s)"
+        )
+
     def __eq__(self, other: object) -> bool:
         # Compare sample values (the generated __eq__ asked numpy for the truth of an array).
         if not isinstance(other, AudioChunk):
@@ -302,6 +310,9 @@ class VideoFrame:
             raise MediaError(f"VideoFrame format must be 'bgr24' or 'rgb24', got {self.format!r}")
         if image.flags.writeable:
             object.__setattr__(self, "image", _readonly(image))
+
+    def __repr__(self) -> str:
+        return f"VideoFrame({self.width}x{self.height} {self.format}, pts={self.pts}, t={self.media_time_s:.3f}s)"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, VideoFrame):
