@@ -132,6 +132,13 @@ class Recording:
     audio: AudioChunk | None = None
     input_duration_s: float = 0.0
 
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for item in self.items:
+            kinds[type(item).__name__] = kinds.get(type(item).__name__, 0) + 1
+        counts = ", ".join(f"{name}: {count}" for name, count in kinds.items())
+        return f"Recording({len(self.items)} items ({counts}), audio={self.audio!r}, input_duration_s={self.input_duration_s})"
+
     @property
     def timeline(self) -> list[tuple[float, Any]]:
         """``(media_time_s, item)`` for every event and media item."""
@@ -261,14 +268,18 @@ async def arun(
 
         async def play(session: Session) -> None:
             started = anyio.current_time()
+            ports: set[str] = set()
             for at, _, item in feed:
                 if realtime:
                     await anyio.sleep(max(0.0, started + at - anyio.current_time()))
                 if isinstance(item, tuple) and item and item[0] == "message":
+                    ports.add(session.graph.message_port)
                     await session.send_message(item[1])
                 elif isinstance(item, tuple) and item and item[0] == "inputs":
+                    await _graph_caught_up(session, ports)
                     session.set_input(*item[1])
                 else:
+                    ports.add("video" if isinstance(item, VideoFrame) else "audio")
                     await session.send(item)
             await session.end_input()
 
@@ -284,6 +295,24 @@ async def arun(
                 tg.cancel_scope.cancel()
     recording.audio = player.audio()
     return recording
+
+
+async def _graph_caught_up(session: Session, ports: set[str]) -> None:
+    """Wait until the graph has taken every input sent so far on ``ports`` and waits for more.
+
+    A graph runs behind its input buffer: without this, ``set_input`` would
+    reach handler calls for audio sent *before* its media time.
+    """
+    channels = {"audio": session._audio, "video": session._video, "messages": session._messages}
+    while True:
+        behind = False
+        for port in ports:
+            stats = channels[port].receive.statistics()
+            if stats.open_receive_streams and (stats.current_buffer_used or not stats.tasks_waiting_receive):
+                behind = True
+        if not behind:
+            return
+        await anyio.sleep(0.001)
 
 
 def run(graph: Graph, audio: Any = None, video: Any = None, **options: Any) -> Recording:
