@@ -79,9 +79,12 @@ async def iterate_call(
             with anyio.CancelScope(shield=True):
                 await result.aclose()
     elif inspect.isgenerator(result):
-        async with scoped(_iterate_sync(result, limiter)) as values:
-            async for value in values:
+        steps = _iterate_sync(result, limiter)
+        try:
+            async for value in steps:
                 yield value
+        finally:
+            await steps.aclose()
     elif result is not None:
         yield result
 
@@ -163,8 +166,8 @@ async def handler(
                 continue
             extra = args() if callable(args) else args
             next_pts: int | None = None
-            # Scoped, so a user generator is closed as soon as we stop, not when collected.
-            async with scoped(iterate_call(fn, convert(item), *extra, limiter=limiter)) as values:
+            values = iterate_call(fn, convert(item), *extra, limiter=limiter)
+            try:
                 async for value in values:
                     for out in normalize_output(value, like=item):
                         if isinstance(out, AudioChunk):
@@ -173,6 +176,9 @@ async def handler(
                             out = out.with_pts(next_pts)
                             next_pts = out.end_pts
                         yield out
+            finally:
+                # Close it now, so a user generator stops as soon as we do, not when collected.
+                await values.aclose()
 
 
 def _media_time(item: Any) -> float:
