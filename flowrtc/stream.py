@@ -15,6 +15,7 @@ from flowrtc.errors import ConfigurationError
 from flowrtc.events import AdditionalOutputs
 from flowrtc.graph import Graph
 from flowrtc.hub import SessionHub
+from flowrtc.limits import Limits
 from flowrtc.operators.core import operator, scoped
 from flowrtc.session import Session, current_session
 
@@ -54,6 +55,10 @@ class Stream:
         rtp_params, rtc_configuration, server_rtc_configuration, track_constraints:
             WebRTC settings (client ICE config, server ICE config, capture constraints).
         additional_inputs: input specs (see :mod:`flowrtc.inputs`) the built-in page renders.
+        limits: message size, payload size, message rate, connection and output bounds
+            for every network route (:class:`~flowrtc.limits.Limits`; defaults documented there).
+        twilio_auth_token: check ``X-Twilio-Signature`` on the telephone routes with this
+            token (default: the ``TWILIO_AUTH_TOKEN`` environment variable; no check without one).
         additional_outputs, additional_outputs_handler, ui_args: kept for FastRTC code; the
             built-in page shows additional outputs as they arrive.
     """
@@ -76,6 +81,8 @@ class Stream:
         additional_outputs: Sequence[Any] | None = None,
         ui_args: dict[str, Any] | None = None,
         verbose: bool = True,
+        limits: Limits | None = None,
+        twilio_auth_token: str | None = None,
     ) -> None:
         if modality not in _MODALITIES:
             raise ConfigurationError(f"modality must be one of {_MODALITIES}, got {modality!r}")
@@ -104,6 +111,8 @@ class Stream:
         self.additional_outputs_handler = additional_outputs_handler
         self.ui_args = dict(ui_args or {})
         self.verbose = verbose
+        self.limits = limits if limits is not None else Limits()
+        self.twilio_auth_token = twilio_auth_token
         self.hub = SessionHub(concurrency_limit)
         self._graph_factory = graph_factory(handler, modality=modality, mode=mode, stream=self)
 
@@ -163,6 +172,18 @@ class Stream:
     async def fetch_latest_output(self, webrtc_id: str, timeout_s: float = 10.0) -> AdditionalOutputs | None:
         """The next additional output of one session (``None`` after ``timeout_s``)."""
         return await self.hub.fetch_latest_output(webrtc_id, timeout_s)
+
+    async def call(self, to: str, from_: str, url: str, **options: Any) -> str:
+        """Place an outbound phone call through Twilio, answered by this stream.
+
+        ``url`` is the public base URL where this stream's routes are served
+        (``https://example.com[/prefix]``). Returns the call SID. Options: see
+        :func:`flowrtc.adapters.twilio.place_call` (``parameters``, ``account_sid``,
+        ``auth_token``, ``client``, and any ``calls.create`` argument).
+        """
+        from flowrtc.adapters.twilio import place_call
+
+        return await place_call(self, to, from_, url, **options)
 
     def __repr__(self) -> str:
         return f"Stream(modality={self.modality!r}, mode={self.mode!r}, handler={type(self.handler).__name__})"
