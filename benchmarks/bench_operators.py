@@ -104,20 +104,20 @@ _LOOP = asyncio.new_event_loop()
 class Table:
     def __init__(self, baseline_us: float) -> None:
         self.baseline_us = baseline_us
-        self.rows: list[tuple[str, str, str, str, str]] = []
+        self.rows: list[tuple[str, str, str, str]] = []
 
-    def add(self, name: str, per_frame_us: float, extra: str = "", target: str = "") -> None:
+    def add(self, name: str, per_frame_us: float, extra: str = "") -> None:
         ratio = per_frame_us / self.baseline_us if self.baseline_us > 0 else float("nan")
-        self.rows.append((name, f"{per_frame_us:9.2f}", f"{ratio:8.1f}", extra, target))
+        self.rows.append((name, f"{per_frame_us:.2f}", f"{ratio:.1f}", extra))
 
     def print(self) -> None:
-        header = ("operator (per 20 ms frame)", "µs/frame", "x hop", "throughput", "target")
-        widths = [max(len(row[i]) for row in [header, *self.rows]) for i in range(5)]
-        line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-        print(line)
+        header = ("operator (net cost per 20 ms frame)", "µs/frame", "x hop", "")
+        widths = [max(len(row[i]) for row in [header, *self.rows]) for i in range(4)]
+        line = "  ".join(h.ljust(w) if i in (0, 3) else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
+        print(line.rstrip())
         print("-" * len(line))
         for row in self.rows:
-            print("  ".join(cell.ljust(w) if i in (0, 3, 4) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+            print("  ".join(cell.ljust(w) if i in (0, 3) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
 
 
 def verdict(ok: bool) -> str:

@@ -16,7 +16,9 @@ from flowrtc.operators.rechunk import Rechunker
 from flowrtc.operators.resample import Resampler
 
 RATES = [8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000]
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples every run, so a failure is reproducible and CI is deterministic.
+FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+THOROUGH = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 
 int16_arrays = hnp.arrays(np.int16, st.integers(1, 3000), elements=st.integers(-32768, 32767))
 
@@ -126,7 +128,7 @@ def _assert_within_g711_bound(values: np.ndarray) -> None:
     assert np.all(error[x < 0] <= step[x < 0] // 2 + 3)
 
 
-@settings(max_examples=200, deadline=None)
+@THOROUGH
 @given(values=int16_arrays)
 def test_mulaw_round_trip_error_within_g711_bound(values: np.ndarray) -> None:
     _assert_within_g711_bound(values)
@@ -136,7 +138,7 @@ def test_mulaw_round_trip_bound_for_every_int16_value() -> None:
     _assert_within_g711_bound(np.arange(-32768, 32768, dtype=np.int32).astype(np.int16))
 
 
-@settings(max_examples=100, deadline=None)
+@FAST
 @given(codes=hnp.arrays(np.uint8, st.integers(1, 500)))
 def test_mulaw_decode_then_encode_is_the_identity_except_for_negative_zero(codes: np.ndarray) -> None:
     again = pcm16_to_mulaw(mulaw_to_pcm16(codes))
