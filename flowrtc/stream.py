@@ -185,5 +185,33 @@ class Stream:
 
         return await place_call(self, to, from_, url, **options)
 
+    # -- serving (flowrtc.adapters.litestar) -----------------------------------------------
+    def routes(self, **options: Any) -> list[Any]:
+        """Litestar route handlers for this stream (offer, input hook, outputs, page, ...).
+
+        Options: ``http=HTTPOptions(...)``, ``webrtc=WebRTCOptions(...)``, ``tags=[...]``.
+        """
+        from flowrtc.adapters.litestar import stream_routes
+
+        return stream_routes(self, **options)
+
+    def app(self, **options: Any) -> Any:
+        """A ready Litestar (ASGI) app serving this stream; mount it under any ASGI router."""
+        from flowrtc.adapters.litestar import build_app
+
+        return build_app(self, **options)
+
+    def mount(self, app: Any, path: str = "", **options: Any) -> None:
+        """Add this stream's routes to a Litestar app (or mount its app on a Starlette/FastAPI app) at ``path``."""
+        from flowrtc.adapters.litestar import mount
+
+        mount(self, app, path, **options)
+
+    def launch(self, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
+        """Serve :meth:`app` with uvicorn until interrupted (prints the page's URL)."""
+        from flowrtc.adapters.litestar import serve
+
+        serve(self, host=host, port=port, **uvicorn_options)
+
     def __repr__(self) -> str:
         return f"Stream(modality={self.modality!r}, mode={self.mode!r}, handler={type(self.handler).__name__})"
