@@ -6,7 +6,7 @@ audio out assembled as a listener would have heard it (replies placed at their
 media time, cut where an ``Interrupt`` says playback stopped).
 
 A pytest plugin (loaded automatically once flowrtc is installed) provides the
-``record`` fixture (this module's :func:`arun`) and ``media_dir``.
+``record`` fixture (this module's :func:`arun`) and ``record_sync`` (:func:`run`).
 """
 
 from __future__ import annotations
