@@ -1,20 +1,25 @@
-"""Limits every network route of a Stream enforces, and the two small tools that enforce them.
+"""Limits every network route of a Stream enforces, the tools that enforce them, and the errors they report.
 
 One :class:`Limits` per :class:`~flowrtc.stream.Stream` (``Stream(limits=...)``) is read by
 the WebSocket route, the phone route and (for its data channel) WebRTC, so a client meets
 the same bounds whichever way it connects. ``concurrency_limit`` and ``time_limit`` stay
 on the Stream itself (FastRTC's names); these are the bounds FastRTC never had.
+
+A client that breaks a limit or the protocol gets one :class:`WireError`: the message
+``{"event": "error", "type": "error", "kind": ..., "message": ...}`` and then the close
+code of its kind (:data:`CLOSE_CODES`), the same on every route.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from enum import IntEnum
+from typing import Any, Callable
 
-from flowrtc.errors import ConfigurationError
+from flowrtc.errors import ConfigurationError, ProtocolError
 
-__all__ = ["Limits", "RateLimiter", "ConnectionSlots"]
+__all__ = ["Limits", "RateLimiter", "ConnectionSlots", "CloseCode", "CLOSE_CODES", "WireError", "error_message"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +104,50 @@ class ConnectionSlots:
 
     def release(self) -> None:
         self.count -= 1
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes (RFC 6455 §7.4.1) the audio routes use."""
+
+    NORMAL = 1000
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+CLOSE_CODES: dict[str, CloseCode] = {
+    "bad_json": CloseCode.INVALID_DATA,
+    "bad_message": CloseCode.INVALID_DATA,
+    "bad_base64": CloseCode.INVALID_DATA,
+    "bad_payload": CloseCode.INVALID_DATA,
+    "not_started": CloseCode.PROTOCOL_ERROR,
+    "already_started": CloseCode.PROTOCOL_ERROR,
+    "unsupported_data": CloseCode.UNSUPPORTED_DATA,
+    "message_too_big": CloseCode.MESSAGE_TOO_BIG,
+    "payload_too_large": CloseCode.MESSAGE_TOO_BIG,
+    "rate_limited": CloseCode.POLICY_VIOLATION,
+    "start_timeout": CloseCode.POLICY_VIOLATION,
+    "invalid_signature": CloseCode.POLICY_VIOLATION,
+    "too_many_connections": CloseCode.TRY_AGAIN_LATER,
+    "concurrency_limit_reached": CloseCode.TRY_AGAIN_LATER,
+    "connection_already_exists": CloseCode.POLICY_VIOLATION,
+}
+
+
+class WireError(ProtocolError):
+    """A client broke the protocol or a limit: it is told ``kind`` and the socket closes with ``close_code``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.close_code = int(CLOSE_CODES.get(kind, CloseCode.PROTOCOL_ERROR))
+
+
+def error_message(kind: str, message: str) -> dict[str, Any]:
+    """The error every audio route sends (``data`` repeats ``message`` for FastRTC's clients)."""
+    return {"event": "error", "type": "error", "kind": kind, "message": message, "data": message}

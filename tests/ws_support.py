@@ -1,0 +1,188 @@
+"""Helpers for the WebSocket and phone route tests: a real uvicorn server, a turn-taking echo graph, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterable, AsyncIterator
+
+import anyio
+import numpy as np
+import uvicorn
+from litestar import Litestar, Router
+
+from flowrtc import AudioChunk, Graph, Interrupt, decode, handler, resample
+from flowrtc.adapters.websocket import websocket_route_handlers
+from flowrtc.g711 import mulaw_to_pcm16
+from flowrtc.operators.core import operator, scoped
+
+SPEECH_RMS = 300.0
+
+
+@asynccontextmanager
+async def serve(stream: Any = None, *, prefix: str = "", route_handlers: list[Any] | None = None) -> AsyncIterator[str]:
+    """Serve ``stream``'s WebSocket and telephone routes (under ``prefix``) on 127.0.0.1; yields ``host:port``."""
+    handlers = route_handlers if route_handlers is not None else websocket_route_handlers(stream)
+    app = Litestar(route_handlers=[Router(path=prefix, route_handlers=handlers)] if prefix else handlers)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(server.serve, [sock])
+            while not server.started:
+                await anyio.sleep(0.01)
+            try:
+                yield f"127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if samples.size else 0.0
+
+
+@operator
+async def echo_turns(source: AsyncIterable[Any], *, silence_ms: float = 300.0) -> AsyncIterator[Any]:
+    """Reply to each utterance with the utterance itself; speech during a reply interrupts it.
+
+    A tiny energy-based turn taker, so the route tests do not depend on the VAD model.
+    """
+    frames: list[AudioChunk] = []
+    speaking = False
+    silent_ms = 0.0
+    reply_ends_s = 0.0
+    async with scoped(source) as items:
+        async for item in items:
+            if not isinstance(item, AudioChunk):
+                yield item
+                continue
+            loud = rms(item.samples) > SPEECH_RMS
+            now_s = item.end_pts / item.sample_rate
+            if loud and not speaking:
+                speaking = True
+                if now_s < reply_ends_s:
+                    reply_ends_s = 0.0
+                    yield Interrupt(media_time_s=now_s)
+            if speaking:
+                frames.append(item)
+                silent_ms = 0.0 if loud else silent_ms + item.duration_s * 1000
+                if silent_ms >= silence_ms:
+                    utterance = AudioChunk.concat(frames)
+                    frames, speaking = [], False
+                    yield utterance.with_pts(item.end_pts)
+                    reply_ends_s = now_s + utterance.duration_s
+
+
+def expected_reply_s(chunk: AudioChunk, silence_ms: float = 300.0) -> float:
+    """How long ``echo_turns`` replies to ``chunk`` (first loud 20 ms frame to the end of the pause)."""
+    size = chunk.sample_rate // 50
+    loud = [i for i in range(0, chunk.n_samples - size + 1, size) if rms(chunk.samples[:, i : i + size]) > SPEECH_RMS]
+    return (loud[-1] - loud[0] + size) / chunk.sample_rate + silence_ms / 1000
+
+
+def echo_graph(rate: int = 16000, **options: Any) -> Graph:
+    """``decode() | resample(rate) | echo_turns()``: FastRTC-style turn echo at ``rate``."""
+    return Graph(audio=decode() | resample(rate) | echo_turns(**options), name="echo_turns")
+
+
+def dtmf_graph(seen: list[str]) -> Graph:
+    """Answers keypad digit d with d × 100 ms of a 440 Hz tone; records every digit."""
+    from flowrtc import Dtmf
+
+    def on_digit(event: Dtmf) -> tuple[int, np.ndarray]:
+        seen.append(event.digit)
+        t = np.arange(int(800 * int(event.digit))) / 8000
+        return 8000, (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+
+    return Graph(audio=drop_audio() | handler(on_digit, on=Dtmf, convert=lambda e: e), name="dtmf")
+
+
+@operator
+async def drop_audio(source: AsyncIterable[Any]) -> AsyncIterator[Any]:
+    """Consume input audio; pass events."""
+    async with scoped(source) as items:
+        async for item in items:
+            if not isinstance(item, AudioChunk):
+                yield item
+
+
+def mulaw_frames(chunk: AudioChunk, frame_ms: float = 20) -> list[bytes]:
+    size = int(chunk.sample_rate * frame_ms / 1000)
+    codes = chunk.to_mulaw()
+    return [codes[i : i + size] for i in range(0, len(codes), size)]
+
+
+def pcm_frames(chunk: AudioChunk, frame_ms: float = 20) -> list[bytes]:
+    size = int(chunk.sample_rate * frame_ms / 1000) * 2
+    data = chunk.to_pcm()
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def payload_samples(message: dict[str, Any]) -> np.ndarray:
+    return mulaw_to_pcm16(np.frombuffer(base64.b64decode(message["media"]["payload"]), np.uint8))
+
+
+async def paced(frames: list[Any], frame_s: float = 0.02) -> AsyncIterator[tuple[int, Any]]:
+    """Yield frames in real time (index, frame)."""
+    start = anyio.current_time()
+    for index, frame in enumerate(frames):
+        delay = start + index * frame_s - anyio.current_time()
+        if delay > 0:
+            await anyio.sleep(delay)
+        yield index, frame
+
+
+class Received:
+    """Everything a test client got, with arrival times."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[float, Any]] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def of(self, event: str) -> list[tuple[float, Any]]:
+        return [(t, m) for t, m in self.messages if isinstance(m, dict) and m.get("event") == event]
+
+
+async def collect(ws: Any, received: Received) -> None:
+    """Read until the server closes; JSON text is decoded, binary kept as bytes."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        async for raw in ws:
+            message = json.loads(raw) if isinstance(raw, str) else raw
+            received.messages.append((anyio.current_time(), message))
+    except ConnectionClosed:
+        pass
+    received.close_code = ws.close_code
+    received.close_reason = ws.close_reason or ""
+
+
+def resource_snapshot() -> tuple[int, int]:
+    """(asyncio tasks, threads) now."""
+    return len(asyncio.all_tasks()), threading.active_count()
+
+
+async def settle(stream: Any, baseline: tuple[int, int], timeout_s: float = 5.0) -> None:
+    """Wait until no session is live and tasks/threads are back to ``baseline``; fail otherwise."""
+    with anyio.move_on_after(timeout_s):
+        while len(stream.hub) or resource_snapshot()[0] > baseline[0]:
+            await anyio.sleep(0.02)
+    assert len(stream.hub) == 0, f"sessions left: {stream.hub.ids()}"
+    tasks, threads = resource_snapshot()
+    assert tasks <= baseline[0], f"{tasks - baseline[0]} asyncio tasks left behind: {asyncio.all_tasks()}"
+    assert threads <= baseline[1] + 1, f"threads grew from {baseline[1]} to {threads}"
