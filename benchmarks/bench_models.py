@@ -122,3 +122,80 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- the speech operators (stt, tts) and ReplyOnStopWords -------------------------------------------
+# Appended section: runs after the model table above, with the same --runs.
+
+
+def bench_operators(runs: int) -> list[tuple[str, ...]]:
+    """Per-turn latency of the ``stt``/``tts`` operators and the processing speed of stop-word graphs."""
+    from flowrtc.events import Utterance
+    from flowrtc.handlers.reply_on_stopwords import ReplyOnStopWords
+    from flowrtc.media import AudioChunk
+    from flowrtc.operators.resample import Resampler
+    from flowrtc.operators.speech import stt, tts
+    from flowrtc.testing import arun, load_audio
+
+    async def once(items: list, pipe: object) -> tuple[float, float]:
+        async def source():  # type: ignore[no-untyped-def]
+            for item in items:
+                yield item
+
+        start = time.perf_counter()
+        first = None
+        async for _ in source() | pipe:  # type: ignore[operator]
+            if first is None:
+                first = time.perf_counter() - start
+        return first or 0.0, time.perf_counter() - start
+
+    def timed(items: list, make_pipe: object) -> tuple[float, float]:
+        anyio.run(once, items, make_pipe())  # type: ignore[operator]  # warm-up
+        results = [anyio.run(once, items, make_pipe()) for _ in range(runs)]  # type: ignore[operator]
+        return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
+
+    rows: list[tuple[str, ...]] = []
+    hello = load_audio(MEDIA / CLIPS[0], sample_rate=48000)
+    utterance = Utterance(audio=hello, start_s=0.0, end_s=hello.duration_s, media_time_s=hello.duration_s)
+    _, total = timed([utterance], stt)
+    rows.append(("stt operator, one utterance @ 48000 Hz", f"{hello.duration_s:.2f} s", f"{total * 1e3:.0f} ms", "", f"{total / hello.duration_s:.3f}"))
+    duration = get_tts_model().tts(TEXT, HibariTTSOptions(seed=0))[1].size / get_tts_model().sample_rate
+    first, total = timed([TEXT], tts)
+    rows.append(("tts operator, 3 sentences", f"{duration:.2f} s", f"{total * 1e3:.0f} ms", f"{first * 1e3:.0f} ms", f"{total / duration:.3f}"))
+
+    rate = 16000
+    tts_rate, samples = get_tts_model().tts("Computer.", HibariTTSOptions(seed=1))
+    converter = Resampler(rate)
+    computer = AudioChunk.from_tuple((tts_rate, samples)).to_int16()
+    computer = AudioChunk.concat([*converter.push(computer), *converter.flush()])
+    pieces = [AudioChunk.silence(0.5, rate), computer, AudioChunk.silence(1.0, rate)]
+    for name in CLIPS:  # a pause after each, so each is its own turn (only the first is addressed)
+        pieces += [load_audio(MEDIA / name, sample_rate=rate), AudioChunk.silence(1.0, rate)]
+    talk = AudioChunk.concat([p.with_pts(0) for p in pieces])
+
+    def reply(audio):  # type: ignore[no-untyped-def]
+        yield 24000, np.zeros(12000, np.float32)
+
+    handler = ReplyOnStopWords(reply, ["computer"], input_sample_rate=rate)
+    times = []
+    for _ in range(max(1, runs // 2)):
+        start = time.perf_counter()
+        anyio.run(lambda: arun(handler, audio=talk, trailing_silence_s=1.0))
+        times.append(time.perf_counter() - start)
+    total = statistics.median(times)
+    rows.append(("ReplyOnStopWords graph, 'Computer.' + 3 prompts, 1 s apart", f"{talk.duration_s:.2f} s", f"{total * 1e3:.0f} ms", "", f"{total / talk.duration_s:.3f}"))
+    return rows
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser()
+    _parser.add_argument("--runs", type=int, default=5)
+    _runs = _parser.parse_known_args()[0].runs
+    _rows = bench_operators(_runs)
+    _header = ("operator", "audio", "time (median)", "first audio", "RTF")
+    _widths = [max(len(r[i]) for r in [_header, *_rows]) for i in range(len(_header))]
+    print()
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(_header, _widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in _widths) + "|")
+    for _r in _rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(_r, _widths, strict=True)) + " |")
