@@ -1,0 +1,404 @@
+// flowrtc's built-in page: one WebRTC session with the stream that serves it.
+// Every URL is relative to the page, so the page works under any mount path or proxy prefix.
+"use strict";
+
+(() => {
+  const base = new URL(".", document.baseURI);
+  const url = (path) => new URL(path, base).toString();
+  const $ = (id) => document.getElementById(id);
+
+  // Everything a person sees, also readable by tests (window.flowrtc).
+  const state = (window.flowrtc = {
+    status: "loading",
+    webrtcId: null,
+    config: null,
+    logs: [],
+    errors: [],
+    outputs: [],
+    messages: [],
+    stats: { packetsSent: 0, packetsReceived: 0, bytesReceived: 0, framesDecoded: 0 },
+    micRms: 0,
+    replyRms: 0,
+    maxReplyRms: 0,
+    connectedAt: null,
+  });
+
+  const AUDIO_DEFAULTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: { ideal: 1 } };
+  const VIDEO_DEFAULTS = { facingMode: "user", width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } };
+
+  let pc = null;
+  let channel = null;
+  let events = null;
+  let localStream = null;
+  let timers = [];
+  let audioContext = null;
+  let pendingCandidates = null;
+  const inputControls = [];
+
+  function setStatus(status) {
+    state.status = status;
+    const pill = $("status");
+    pill.textContent = status;
+    pill.dataset.status = status;
+    $("start").disabled = !["ready", "closed", "failed"].includes(status);
+    $("stop").disabled = !["connecting", "connected"].includes(status);
+  }
+
+  function log(type, text) {
+    const entry = { type, text: String(text), at: Date.now() };
+    state.logs.push(entry);
+    const item = document.createElement("li");
+    item.dataset.type = type;
+    item.textContent = `${new Date(entry.at).toLocaleTimeString()} ${type}: ${entry.text}`;
+    $("log").prepend(item);
+  }
+
+  function showError(text) {
+    state.errors.push(String(text));
+    log("error", text);
+    const box = $("error");
+    box.textContent = text;
+    box.hidden = false;
+  }
+
+  async function postJSON(path, body) {
+    const response = await fetch(url(path), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = { status: "failed", meta: { error: `HTTP ${response.status}` } };
+    }
+    if (!response.ok && data.status !== "failed") data = { status: "failed", meta: { error: `HTTP ${response.status}` } };
+    return data;
+  }
+
+  function describeFailure(meta) {
+    if (!meta) return "the server refused the connection";
+    if (meta.error === "concurrency_limit_reached") return `Too many concurrent connections (limit ${meta.limit}); try again later.`;
+    return meta.detail ? `${meta.error}: ${meta.detail}` : String(meta.error);
+  }
+
+  // -- additional inputs ------------------------------------------------------------
+  function renderInputs(specs) {
+    const form = $("inputs");
+    specs.forEach((spec, index) => {
+      const kind = String(spec.type || spec.component || "textbox").toLowerCase();
+      const label = document.createElement("label");
+      const caption = document.createElement("span");
+      caption.textContent = spec.label || spec.name || `input ${index + 1}`;
+      label.append(caption);
+      let control;
+      let read;
+      const choices = (spec.choices || []).map((choice) => (Array.isArray(choice) ? choice : [choice, choice]));
+      if (kind === "slider" || kind === "number") {
+        control = document.createElement("input");
+        control.type = kind === "slider" ? "range" : "number";
+        if (spec.minimum != null) control.min = spec.minimum;
+        if (spec.maximum != null) control.max = spec.maximum;
+        control.step = spec.step != null ? spec.step : "any";
+        if (spec.value != null) control.value = spec.value;
+        read = () => Number(control.value);
+        if (kind === "slider") {
+          const shown = document.createElement("output");
+          shown.textContent = control.value;
+          control.addEventListener("input", () => (shown.textContent = control.value));
+          label.append(shown);
+        }
+      } else if (kind === "checkbox") {
+        control = document.createElement("input");
+        control.type = "checkbox";
+        control.checked = Boolean(spec.value);
+        read = () => control.checked;
+      } else if (kind === "dropdown" || kind === "radio") {
+        control = document.createElement("select");
+        for (const [shown, value] of choices) {
+          const option = document.createElement("option");
+          option.textContent = String(shown);
+          option.value = JSON.stringify(value);
+          if (JSON.stringify(value) === JSON.stringify(spec.value)) option.selected = true;
+          control.append(option);
+        }
+        read = () => JSON.parse(control.value);
+      } else {
+        control = document.createElement(spec.lines > 1 ? "textarea" : "input");
+        if (control.tagName === "INPUT") control.type = "text";
+        if (spec.placeholder) control.placeholder = spec.placeholder;
+        control.value = spec.value != null ? spec.value : "";
+        read = () => control.value;
+      }
+      control.name = spec.name || `input-${index}`;
+      control.addEventListener("change", () => sendInputs());
+      label.append(control);
+      if (spec.info) {
+        const info = document.createElement("small");
+        info.className = "muted";
+        info.textContent = spec.info;
+        label.append(info);
+      }
+      form.append(label);
+      inputControls.push(read);
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      sendInputs();
+    });
+    $("inputs-panel").hidden = specs.length === 0;
+  }
+
+  async function sendInputs() {
+    if (!state.webrtcId || inputControls.length === 0) return;
+    const args = inputControls.map((read) => read());
+    const result = await postJSON("input_hook", { webrtc_id: state.webrtcId, args });
+    if (result.status === "failed") log("warning", `inputs not delivered: ${describeFailure(result.meta)}`);
+  }
+
+  // -- server messages --------------------------------------------------------------
+  function onMessage(text) {
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch (_) {
+      log("message", text);
+      return;
+    }
+    state.messages.push(message);
+    const data = message.message != null ? message.message : message.data;
+    switch (message.type) {
+      case "send_input":
+        sendInputs();
+        break;
+      case "fetch_output":
+        break; // the outputs arrive on the event stream
+      case "log":
+        log("log", data);
+        break;
+      case "warning":
+        log("warning", data);
+        break;
+      case "error":
+        showError(data);
+        break;
+      case "stopword":
+        log("stopword", "stop word detected");
+        break;
+      case "end_stream":
+        log("end_stream", data || "stream closed");
+        stop();
+        break;
+      case "update_connection":
+        if (data === "closed") stop();
+        break;
+      default:
+        log(message.type || "message", JSON.stringify(data));
+    }
+  }
+
+  function showOutput(args) {
+    state.outputs.push(args);
+    const item = document.createElement("li");
+    item.textContent = args.map((value) => (typeof value === "string" ? value : JSON.stringify(value))).join("  ·  ");
+    $("outputs").prepend(item);
+  }
+
+  // -- levels and stats --------------------------------------------------------------
+  function meter(stream, element, onLevel) {
+    audioContext = audioContext || new AudioContext();
+    const analyser = audioContext.createAnalyser();
+    analyser.fftSize = 1024;
+    audioContext.createMediaStreamSource(stream).connect(analyser);
+    const samples = new Float32Array(analyser.fftSize);
+    timers.push(
+      setInterval(() => {
+        analyser.getFloatTimeDomainData(samples);
+        let sum = 0;
+        for (const sample of samples) sum += sample * sample;
+        const rms = Math.sqrt(sum / samples.length);
+        element.value = rms;
+        onLevel(rms);
+      }, 50),
+    );
+  }
+
+  async function pollStats() {
+    if (!pc) return;
+    const report = await pc.getStats();
+    const stats = { packetsSent: 0, packetsReceived: 0, bytesReceived: 0, framesDecoded: 0 };
+    report.forEach((entry) => {
+      if (entry.type === "outbound-rtp") stats.packetsSent += entry.packetsSent || 0;
+      if (entry.type === "inbound-rtp") {
+        stats.packetsReceived += entry.packetsReceived || 0;
+        stats.bytesReceived += entry.bytesReceived || 0;
+        stats.framesDecoded += entry.framesDecoded || 0;
+      }
+    });
+    state.stats = stats;
+    $("stat-sent").textContent = `${stats.packetsSent} packets`;
+    $("stat-received").textContent = `${stats.packetsReceived} packets`;
+  }
+
+  // -- connection -----------------------------------------------------------------
+  function kindsOf(modality) {
+    return modality === "audio-video" ? ["audio", "video"] : [modality];
+  }
+
+  async function sendCandidate(candidate) {
+    const result = await postJSON("webrtc/offer", { type: "ice-candidate", webrtc_id: state.webrtcId, candidate });
+    if (result.status === "failed") log("warning", `candidate refused: ${describeFailure(result.meta)}`);
+  }
+
+  async function start() {
+    const config = state.config;
+    $("error").hidden = true;
+    setStatus("connecting");
+    state.webrtcId = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    $("stat-id").textContent = state.webrtcId;
+    const sends = config.mode !== "receive";
+    const receives = config.mode !== "send";
+    const kinds = kindsOf(config.modality);
+    try {
+      pc = new RTCPeerConnection(config.rtc_configuration || {});
+      channel = pc.createDataChannel("text");
+      channel.onopen = () => channel.send("handshake");
+      channel.onmessage = (event) => onMessage(event.data);
+      pc.onconnectionstatechange = () => {
+        const connection = pc && pc.connectionState;
+        if (connection === "connected") {
+          state.connectedAt = Date.now();
+          setStatus("connected");
+        } else if (connection === "failed") {
+          showError("the connection failed (a TURN server may be needed on this network)");
+          stop("failed");
+        } else if (connection === "closed" || connection === "disconnected") {
+          if (state.status === "connected") stop();
+        }
+      };
+      pc.ontrack = (event) => {
+        const stream = event.streams[0] || new MediaStream([event.track]);
+        if (event.track.kind === "audio") {
+          $("remote-audio").srcObject = stream;
+          meter(stream, $("reply-level"), (rms) => {
+            state.replyRms = rms;
+            state.maxReplyRms = Math.max(state.maxReplyRms, rms);
+          });
+        } else {
+          const video = $("remote-video");
+          video.srcObject = stream;
+          video.hidden = false;
+        }
+      };
+      pendingCandidates = [];
+      pc.onicecandidate = (event) => {
+        if (!event.candidate || !event.candidate.candidate) return;
+        const candidate = event.candidate.toJSON();
+        if (pendingCandidates) pendingCandidates.push(candidate);
+        else sendCandidate(candidate);
+      };
+      const senders = [];
+      if (sends) {
+        const constraints = {};
+        for (const kind of kinds) {
+          const given = config.track_constraints && config.track_constraints[kind];
+          constraints[kind] = given != null ? given : kind === "audio" ? AUDIO_DEFAULTS : VIDEO_DEFAULTS;
+        }
+        localStream = await navigator.mediaDevices.getUserMedia(constraints);
+        for (const track of localStream.getTracks()) {
+          const transceiver = pc.addTransceiver(track, { direction: receives ? "sendrecv" : "sendonly", streams: [localStream] });
+          senders.push(transceiver.sender);
+        }
+        if (localStream.getAudioTracks().length) meter(localStream, $("mic-level"), (rms) => (state.micRms = rms));
+        if (localStream.getVideoTracks().length) {
+          const preview = $("local-video");
+          preview.srcObject = localStream;
+          preview.hidden = false;
+        }
+      } else {
+        for (const kind of kinds) pc.addTransceiver(kind, { direction: "recvonly" });
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      const answer = await postJSON("webrtc/offer", { sdp: pc.localDescription.sdp, type: "offer", webrtc_id: state.webrtcId });
+      if (answer.status === "failed") {
+        showError(describeFailure(answer.meta));
+        stop("failed");
+        return;
+      }
+      await pc.setRemoteDescription(answer);
+      const queued = pendingCandidates;
+      pendingCandidates = null;
+      for (const candidate of queued) await sendCandidate(candidate);
+      if (config.rtp_params) {
+        for (const sender of senders) {
+          try {
+            await sender.setParameters(Object.assign(sender.getParameters(), config.rtp_params));
+          } catch (error) {
+            log("warning", `rtp_params not applied: ${error}`);
+          }
+        }
+      }
+      events = new EventSource(url(`outputs?webrtc_id=${encodeURIComponent(state.webrtcId)}`));
+      events.addEventListener("output", (event) => showOutput(JSON.parse(event.data)));
+      events.addEventListener("end", () => events && events.close());
+      timers.push(setInterval(pollStats, 500));
+      if (config.time_limit) startTimer(config.time_limit);
+      sendInputs();
+    } catch (error) {
+      showError(error && error.message ? error.message : String(error));
+      stop("failed");
+    }
+  }
+
+  function startTimer(seconds) {
+    const until = Date.now() + seconds * 1000;
+    const tick = () => ($("timer").textContent = `${Math.max(0, Math.ceil((until - Date.now()) / 1000))} s left`);
+    tick();
+    timers.push(setInterval(tick, 1000));
+  }
+
+  function stop(status = "closed") {
+    for (const timer of timers) clearInterval(timer);
+    timers = [];
+    if (events) events.close();
+    events = null;
+    if (localStream) for (const track of localStream.getTracks()) track.stop();
+    localStream = null;
+    if (pc) {
+      const closing = pc;
+      pc = null;
+      if (channel && channel.readyState === "open") channel.close();
+      closing.close();
+    }
+    channel = null;
+    $("timer").textContent = "";
+    setStatus(status);
+  }
+
+  async function load() {
+    try {
+      const response = await fetch(url("config"));
+      const config = await response.json();
+      if (!response.ok) throw new Error(describeFailure(config.meta));
+      state.config = config;
+      const title = (config.ui_args && config.ui_args.title) || "flowrtc";
+      $("title").textContent = title;
+      document.title = title;
+      $("mode").textContent = `${config.modality} · ${config.mode}`;
+      renderInputs(config.additional_inputs || []);
+      setStatus("ready");
+    } catch (error) {
+      showError(`could not load the stream's configuration: ${error.message || error}`);
+      setStatus("failed");
+      $("start").disabled = true;
+    }
+  }
+
+  $("start").addEventListener("click", () => start());
+  $("stop").addEventListener("click", () => stop());
+  window.addEventListener("beforeunload", () => stop());
+  window.flowrtcStart = start;
+  window.flowrtcStop = stop;
+  load();
+})();

@@ -1,0 +1,414 @@
+"""WebRTC end to end: a real uvicorn server on 127.0.0.1 and real aiortc client peers.
+
+Nothing of flowrtc is mocked: the graphs are ordinary flowrtc graphs, the
+signalling is HTTP (httpx), the media is Opus/VP8 over ICE on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator
+
+import httpx
+import numpy as np
+import pytest
+
+from flowrtc import (
+    AdditionalOutputs,
+    AudioChunk,
+    ClientMessage,
+    Graph,
+    Interrupt,
+    Log,
+    Message,
+    StopWord,
+    VideoFrame,
+    Warning,
+    decode,
+    encode,
+    handler,
+    operator,
+    resample,
+)
+from flowrtc.adapters.webrtc import WebRTCOptions, webrtc_transport
+from flowrtc.operators.core import scoped
+from flowrtc.session import current_session
+from flowrtc.stream import Stream
+from conftest import HELLO, load_clip
+from rtc_support import ClientPeer, best_lag, pattern, envelope, media_threads, open_peer_connections, running_server, top_minus_bottom, wait_for
+
+pytestmark = pytest.mark.anyio
+
+NO_ICE_SERVERS = {"iceServers": []}
+
+
+def echo_pipe() -> Any:
+    return decode() | resample(48000, layout="mono") | handler(lambda audio: audio) | encode(sample_rate=48000)
+
+
+def flip_pipe() -> Any:
+    return decode() | handler(lambda image: np.ascontiguousarray(image[::-1]))
+
+
+def make_stream(graph: Graph, **options: Any) -> Stream:
+    options.setdefault("server_rtc_configuration", NO_ICE_SERVERS)
+    options.setdefault("concurrency_limit", None)
+    return Stream(graph, **options)
+
+
+def app_of(stream: Stream, **webrtc: Any) -> Any:
+    return stream.app(webrtc=WebRTCOptions(**webrtc)) if webrtc else stream.app()
+
+
+async def assert_all_closed(stream: Stream, server: Any, timeout: float = 8) -> None:
+    """No session, peer connection, decoder thread or extra server task is left."""
+    transport = webrtc_transport(stream)
+    assert await wait_for(lambda: len(stream.hub) == 0 and not transport.peers, timeout), (stream.hub.ids(), list(transport.peers))
+    assert await wait_for(lambda: not open_peer_connections(), timeout), open_peer_connections()
+    assert await wait_for(lambda: not media_threads(), timeout), media_threads()
+    # The supervisor task holding the peers' task group is the one task a transport keeps.
+    assert await wait_for(lambda: server.task_count() <= server.baseline_tasks + 1, timeout), server.tasks()
+
+
+@operator
+async def on_client_message(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Answer each client message with a log line, in band."""
+    async with scoped(source) as items:
+        async for item in items:
+            if isinstance(item, ClientMessage):
+                yield Log(data=f"graph got {item.data}")
+            else:
+                yield item
+
+
+# -- audio ------------------------------------------------------------------------------
+async def test_audio_echo_round_trip_on_recorded_speech() -> None:
+    stream = make_stream(Graph(audio=echo_pipe()), modality="audio")
+    clip = load_clip(HELLO, 48000)
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            peer = ClientPeer(server.url, audio=clip, lead_silence_s=0.4)
+            answer = await peer.connect(client)
+            assert answer["type"] == "answer" and "a=candidate" in answer["sdp"]
+            await peer.wait_connected()
+            assert stream.hub.transport(peer.webrtc_id) == "webrtc"
+            await wait_for(lambda: peer.audio_track and peer.audio_track.position > 48000 * 2.6, 10)
+            await asyncio.sleep(0.5)
+            await peer.close()
+        sent = envelope(peer.audio_track.samples[0])
+        received = envelope(peer.received_audio())
+        lag, correlation = best_lag(sent, received, max_lag=60)
+        # The speech comes back (Opus both ways), in the right shape, within 1.2 s.
+        assert received.max() > 0.3 * sent.max()
+        assert correlation > 0.8, (lag, correlation)
+        assert lag * 0.02 < 1.2
+        await assert_all_closed(stream, server)
+
+
+async def test_interrupt_flushes_unplayed_audio() -> None:
+    """1 s of 440 Hz, Interrupt, 1 s of 880 Hz, all at once: the queued 440 Hz tail never plays."""
+
+    def tone(hz: float, seconds: float) -> list[AudioChunk]:
+        t = np.arange(int(48000 * seconds)) / 48000
+        samples = (8000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)[None, :]
+        return [AudioChunk(samples[:, i : i + 960], 48000, i) for i in range(0, samples.shape[1], 960)]
+
+    async def burst(ports: Any) -> AsyncIterator[Any]:
+        for chunk in tone(440, 1.0):
+            yield chunk
+        yield Interrupt()
+        for chunk in tone(880, 1.0):
+            yield chunk
+        await asyncio.sleep(30)
+
+    stream = make_stream(Graph(build=burst), modality="audio")
+    with running_server(app_of(stream, audio_queue_ms=600)) as server:
+        async with httpx.AsyncClient() as client:
+            peer = ClientPeer(server.url, receive_only=("audio",))
+            await peer.connect(client)
+            await peer.wait_connected()
+            await asyncio.sleep(2.8)
+            await peer.close()
+        windows = [samples for _, samples in peer.audio_in if np.abs(samples).max() > 1000]
+        spectra = [np.abs(np.fft.rfft(w.astype(np.float64))) for w in windows]
+        low = sum(1 for s in spectra if 400 <= np.argmax(s) * 50 <= 480)
+        high = sum(1 for s in spectra if 840 <= np.argmax(s) * 50 <= 920)
+        assert high >= 40, (low, high)
+        # 50 frames of 440 Hz were produced; the 600 ms queue (30 frames) was flushed unplayed.
+        assert 10 <= low <= 30, (low, high)
+        await assert_all_closed(stream, server)
+
+
+# -- video and audio-video ------------------------------------------------------------------
+async def test_video_flip() -> None:
+    stream = make_stream(Graph(video=flip_pipe()), modality="video")
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            peer = ClientPeer(server.url, video=True)
+            await peer.connect(client)
+            await peer.wait_connected()
+            assert await wait_for(lambda: len(peer.video_in) >= 10, 10)
+            await peer.close()
+        last = [image for _, image in peer.video_in[-5:]]
+        assert all(top_minus_bottom(image) < -100 for image in last), [top_minus_bottom(i) for i in last]
+        await assert_all_closed(stream, server)
+
+
+async def test_audio_video_echo_and_flip() -> None:
+    stream = make_stream(Graph(audio=echo_pipe(), video=flip_pipe()), modality="audio-video")
+    clip = load_clip(HELLO, 48000)
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            peer = ClientPeer(server.url, audio=clip, video=True)
+            await peer.connect(client)
+            await peer.wait_connected()
+            assert await wait_for(lambda: len(peer.video_in) >= 10 and peer.audio_track.position > 48000 * 1.8, 10)
+            await asyncio.sleep(0.4)
+            await peer.close()
+        assert top_minus_bottom(peer.video_in[-1][1]) < -100
+        assert envelope(peer.received_audio()).max() > 0.3 * envelope(clip.samples[0]).max()
+        await assert_all_closed(stream, server)
+
+
+# -- every modality in every mode -------------------------------------------------------------
+@operator
+async def count_inputs(source: AsyncIterator[Any], every: int) -> AsyncIterator[Any]:
+    """Send mode: report what arrived as AdditionalOutputs (media is not sent back)."""
+    seen = 0
+    async with scoped(source) as items:
+        async for item in items:
+            if isinstance(item, (AudioChunk, VideoFrame)):
+                seen += 1
+                if seen % every == 0:
+                    yield AdditionalOutputs(type(item).__name__, seen)
+
+
+async def produce(ports: Any, modality: str) -> AsyncIterator[Any]:
+    """Receive mode: a 440 Hz tone and/or the pattern image, generated by the server."""
+    image = np.ascontiguousarray(pattern()[::-1])
+    t = np.arange(960) / 48000
+    n = 0
+    while True:
+        if modality != "video":
+            samples = (6000 * np.sin(2 * np.pi * 440 * (t + n * 0.02))).astype(np.int16)[None, :]
+            yield AudioChunk(samples, 48000, n * 960)
+        if modality != "audio" and n % 3 == 0:
+            yield VideoFrame(image, pts=n * 1800)
+        if modality == "video":
+            await asyncio.sleep(0.02)
+        n += 1
+
+
+def mode_graph(modality: str, mode: str) -> Graph:
+    if mode == "receive":
+        return Graph(build=lambda ports: produce(ports, modality), modality=modality)  # type: ignore[arg-type]
+    pipes: dict[str, Any] = {}
+    if modality != "video":
+        pipes["audio"] = echo_pipe() if mode == "send-receive" else decode() | count_inputs(every=25)
+    if modality != "audio":
+        pipes["video"] = flip_pipe() if mode == "send-receive" else decode() | count_inputs(every=5)
+    return Graph(**pipes)
+
+
+@pytest.mark.parametrize("modality", ["audio", "video", "audio-video"])
+@pytest.mark.parametrize("mode", ["send-receive", "send", "receive"])
+async def test_modality_and_mode(modality: str, mode: str) -> None:
+    stream = make_stream(mode_graph(modality, mode), modality=modality, mode=mode)
+    has_audio, has_video = modality != "video", modality != "audio"
+    clip = load_clip(HELLO, 48000)
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            if mode == "receive":
+                kinds = tuple(kind for kind, on in (("audio", has_audio), ("video", has_video)) if on)
+                peer = ClientPeer(server.url, receive_only=kinds)
+            else:
+                peer = ClientPeer(server.url, audio=clip if has_audio else None, video=has_video, send_only=mode == "send")
+            await peer.connect(client)
+            await peer.wait_connected()
+
+            def arrived() -> bool:
+                if mode == "send":
+                    return len(peer.messages_of("fetch_output")) >= 2
+                audio_ok = not has_audio or envelope(peer.received_audio()).max(initial=0) > 500
+                video_ok = not has_video or len(peer.video_in) >= 3
+                return audio_ok and video_ok
+
+            assert await wait_for(arrived, 10), (len(peer.audio_in), len(peer.video_in), peer.messages)
+            if mode == "send":
+                # Nothing comes back on media, and the graph saw the input.
+                assert not peer.audio_in and not peer.video_in
+            if mode != "send" and has_video:
+                assert top_minus_bottom(peer.video_in[-1][1]) < -100
+            await peer.close()
+        await assert_all_closed(stream, server)
+
+
+# -- the data channel ------------------------------------------------------------------------
+async def test_data_channel_messages() -> None:
+    @operator
+    async def chatty(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        sent = False
+        async with scoped(source) as items:
+            async for item in items:
+                if isinstance(item, AudioChunk) and not sent and item.pts > 48000 * 0.3:
+                    sent = True
+                    yield Log(data="started_talking")
+                    yield AdditionalOutputs("transcript", 1)
+                    yield Warning(message="careful")
+                    yield StopWord(word="computer")
+                    yield Message(type="send_input", data=[])
+                yield item
+
+    stream = make_stream(Graph(audio=decode() | on_client_message() | chatty()), modality="audio", mode="send")
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            peer = ClientPeer(server.url, audio=load_clip(HELLO, 48000), send_only=True, channel_label="any-label")
+            peer.channel.on("open", lambda: peer.channel.send("ping"))
+            await peer.connect(client)
+            await peer.wait_connected()
+            assert await wait_for(lambda: len(peer.messages) >= 7, 10), peer.messages
+            await peer.close()
+        assert {"type": "log", "data": "Server received: ping"} in peer.messages
+        assert {"type": "log", "data": "graph got ping"} in peer.messages
+        assert {"type": "log", "data": "started_talking"} in peer.messages
+        assert {"type": "fetch_output", "data": []} in peer.messages
+        assert {"type": "stopword", "data": ""} in peer.messages
+        assert {"type": "send_input", "data": []} in peer.messages
+        warning = peer.messages_of("warning")[0]
+        assert warning["message"] == "careful" and warning["data"] == "careful"
+        await assert_all_closed(stream, server)
+
+
+async def test_media_flows_without_a_data_channel() -> None:
+    stream = make_stream(Graph(audio=echo_pipe()), modality="audio")
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            peer = ClientPeer(server.url, audio=load_clip(HELLO, 48000), channel_label=None)
+            answer = await peer.connect(client)
+            assert "m=application" not in answer["sdp"]
+            await peer.wait_connected()
+            assert await wait_for(lambda: envelope(peer.received_audio()).max(initial=0) > 500, 10)
+            await peer.close()
+        await assert_all_closed(stream, server)
+
+
+# -- limits and failures ---------------------------------------------------------------------
+async def test_concurrency_limit_and_duplicate_ids() -> None:
+    stream = make_stream(Graph(audio=echo_pipe()), modality="audio", concurrency_limit=1)
+    clip = load_clip(HELLO, 48000)
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            first = ClientPeer(server.url, audio=clip)
+            await first.connect(client)
+            await first.wait_connected()
+            second = ClientPeer(server.url, audio=clip)
+            assert await second.connect(client) == {"status": "failed", "meta": {"error": "concurrency_limit_reached", "limit": 1}}
+            again = ClientPeer(server.url, audio=clip, webrtc_id=first.webrtc_id)
+            assert await again.connect(client) == {"status": "failed", "meta": {"error": "connection_already_exists"}}
+            await second.close()
+            await again.close()
+            await first.close()
+            # Closing frees the slot.
+            assert await wait_for(lambda: len(stream.hub) == 0, 5)
+            third = ClientPeer(server.url, audio=clip)
+            assert (await third.connect(client))["type"] == "answer"
+            await third.wait_connected()
+            await third.close()
+        await assert_all_closed(stream, server)
+
+
+async def test_trickled_candidates() -> None:
+    stream = make_stream(Graph(audio=echo_pipe()), modality="audio")
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            peer = ClientPeer(server.url, audio=load_clip(HELLO, 48000))
+            await peer.connect(client, trickle=True)
+            await peer.wait_connected()
+            url = f"{server.url}/webrtc/offer"
+            end = await client.post(url, json={"type": "ice-candidate", "webrtc_id": peer.webrtc_id, "candidate": {"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0}})
+            assert end.json() == {"status": "success"}
+            bad = await client.post(url, json={"type": "ice-candidate", "webrtc_id": peer.webrtc_id, "candidate": {"candidate": "candidate:1 1 udp", "sdpMid": "0"}})
+            assert bad.status_code == 200 and bad.json()["meta"]["error"] == "invalid_candidate_format"
+            unknown = await client.post(url, json={"type": "ice-candidate", "webrtc_id": "nobody", "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host", "sdpMid": "0"}})
+            assert unknown.json() == {"status": "failed", "meta": {"error": "unknown_connection"}}
+            assert await wait_for(lambda: envelope(peer.received_audio()).max(initial=0) > 500, 10)
+            await peer.close()
+            assert await wait_for(lambda: len(stream.hub) == 0, 5)
+            late = await client.post(url, json={"type": "ice-candidate", "webrtc_id": peer.webrtc_id, "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host", "sdpMid": "0"}})
+            assert late.json() == {"status": "failed", "meta": {"error": "unknown_connection"}}
+        await assert_all_closed(stream, server)
+
+
+async def test_time_limit_ends_the_session() -> None:
+    stream = make_stream(Graph(audio=echo_pipe()), modality="audio", time_limit=1.0)
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            peer = ClientPeer(server.url, audio=load_clip(HELLO, 48000))
+            await peer.connect(client)
+            await peer.wait_connected()
+            started = time.monotonic()
+            assert await wait_for(lambda: peer.messages_of("end_stream"), 5), peer.messages
+            assert peer.messages_of("end_stream")[0]["data"] == "time limit reached"
+            assert time.monotonic() - started < 2.0
+            # The server closes the connection and frees the slot.
+            assert await wait_for(lambda: len(stream.hub) == 0, 5)
+            assert await wait_for(lambda: peer.pc.connectionState in ("closed", "failed"), 10), peer.pc.connectionState
+            await peer.close()
+        await assert_all_closed(stream, server)
+
+
+async def test_unconnected_peer_is_reaped() -> None:
+    stream = make_stream(Graph(audio=echo_pipe()), modality="audio", concurrency_limit=1)
+    with running_server(app_of(stream, connect_timeout_s=1.0)) as server:
+        async with httpx.AsyncClient() as client:
+            ghost = ClientPeer(server.url, audio=load_clip(HELLO, 48000))
+            sdp = await ghost.offer_sdp()
+            reply = await client.post(f"{server.url}/webrtc/offer", json={"sdp": sdp, "type": "offer", "webrtc_id": "ghost"})
+            assert reply.json()["type"] == "answer"  # ... but the answer is never applied
+            assert stream.hub.ids() == ["ghost"]
+            assert await wait_for(lambda: len(stream.hub) == 0, 4)
+            await ghost.close()
+        await assert_all_closed(stream, server)
+
+
+async def test_a_failing_handler_only_ends_its_own_session() -> None:
+    def maybe_fail(audio: Any) -> Any:
+        session = current_session()
+        if session is not None and session.id.startswith("bad") and audio[1].shape[1] and _count(session) > 10:
+            raise RuntimeError("the handler broke")
+        return audio
+
+    stream = make_stream(
+        Graph(audio=decode() | resample(48000, layout="mono") | handler(maybe_fail) | encode(sample_rate=48000)),
+        modality="audio",
+    )
+    clip = load_clip(HELLO, 48000)
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            good = ClientPeer(server.url, audio=clip, webrtc_id="good-1", lead_silence_s=1.0)
+            bad = ClientPeer(server.url, audio=clip, webrtc_id="bad-1")
+            await good.connect(client)
+            await bad.connect(client)
+            await good.wait_connected()
+            await bad.wait_connected()
+            assert await wait_for(lambda: bad.messages_of("error"), 5), bad.messages
+            error = bad.messages_of("error")[0]
+            assert error["message"] == "the handler broke" and error["kind"] == "RuntimeError"
+            assert await wait_for(lambda: bad.pc.connectionState in ("closed", "failed"), 10)
+            assert stream.hub.ids() == ["good-1"]
+            # The other session goes on: its speech (after 1 s of silence) still comes back.
+            mark = time.monotonic()
+            assert await wait_for(lambda: envelope(good.received_audio(since=mark)).max(initial=0) > 500, 5)
+            assert not good.messages_of("error")
+            await good.close()
+            await bad.close()
+        await assert_all_closed(stream, server)
+
+
+_calls: dict[str, int] = {}
+
+
+def _count(session: Any) -> int:
+    _calls[session.id] = _calls.get(session.id, 0) + 1
+    return _calls[session.id]
