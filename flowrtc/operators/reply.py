@@ -1,0 +1,177 @@
+"""``reply``: answer each ``Utterance`` with the stream of what the user's function yields.
+
+This is the "map" half of a switch-map: every turn becomes a :class:`Reply`, an
+async iterable of output items that nobody has started yet. ``interrupt``
+is the other half: it runs one reply at a time, places its audio in media
+time and cuts it off when the user barges in.
+
+The user's function is called FastRTC's way: ``fn((rate, int16 (1, n)), *args)``,
+any kind (plain, async, generator, async generator; sync code runs in worker
+threads), with the session's extra inputs as ``args``. What it yields may be
+audio in any shape and rate, ``AdditionalOutputs``, ``CloseStream`` or events.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Sequence
+
+import anyio
+
+from flowrtc.events import AdditionalOutputs, Utterance
+from flowrtc.media import AudioChunk
+from flowrtc.operators.core import operator, scoped
+from flowrtc.operators.handler import iterate_call, normalize_output
+from flowrtc.operators.resample import Resampler
+
+if TYPE_CHECKING:
+    from flowrtc.session import Session
+
+__all__ = ["reply", "Reply", "takes_extra_args"]
+
+
+class Reply:
+    """One turn's answer: the items ``fn`` will yield, produced on demand.
+
+    Attributes:
+        media_time_s: input media time of the turn it answers (its audio is
+            placed from here on, or after the previous reply).
+        utterance: the turn, or ``None`` for the start-up reply.
+
+    Iterate it once; ``aclose()`` stops the user's function and closes its generator.
+    """
+
+    __slots__ = ("media_time_s", "utterance", "_items")
+
+    def __init__(self, items: AsyncIterator[Any], *, media_time_s: float, utterance: Utterance | None = None) -> None:
+        self._items = items
+        self.media_time_s = media_time_s
+        self.utterance = utterance
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._items
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def __repr__(self) -> str:
+        return f"Reply(media_time_s={self.media_time_s:.3f})"
+
+
+def takes_extra_args(fn: Callable[..., Any]) -> bool:
+    """FastRTC's rule: a reply function with more than one parameter wants the client's inputs."""
+    try:
+        return len(inspect.signature(fn).parameters) > 1
+    except (TypeError, ValueError):
+        return False
+
+
+def _clear_args(session: Session) -> None:
+    # FastRTC clears the inputs after each turn, so the next one asks again
+    # (the phone cannot answer, so there they stay).
+    if not session.phone_mode:
+        session.args_set = anyio.Event()
+
+
+async def _answer(
+    fn: Callable[..., Any],
+    audio: Any,
+    *,
+    args: Sequence[Any] | Callable[[], Sequence[Any]] | None,
+    needs_args: bool,
+    output_sample_rate: int | None,
+    limiter: anyio.CapacityLimiter | None,
+) -> AsyncIterator[Any]:
+    from flowrtc.session import current_session  # the session layer imports operators
+
+    session = current_session()
+    if args is None:
+        if needs_args and session is not None:
+            if not session.phone_mode and not session.args_set.is_set():
+                await session.wait_for_args()
+            extra: Sequence[Any] = session.latest_args
+        else:
+            extra = ()
+    else:
+        extra = args() if callable(args) else args
+    call_args = (*(() if audio is None else (audio,)), *extra)
+    resampler: Resampler | None = None
+    try:
+        async with scoped(iterate_call(fn, *call_args, limiter=limiter)) as values:
+            async for value in values:
+                for out in normalize_output(value):
+                    if isinstance(out, AudioChunk):
+                        if resampler is None:
+                            resampler = Resampler(output_sample_rate or out.sample_rate)
+                        for chunk in resampler.push(out):
+                            yield chunk
+                        continue
+                    if isinstance(out, AdditionalOutputs) and session is not None and session.phone_mode:
+                        # FastRTC on the phone: what a reply shows becomes the next call's inputs.
+                        session.latest_args = list(out.args)
+                    yield out
+        if resampler is not None:
+            for chunk in resampler.flush():
+                yield chunk
+    finally:
+        if needs_args and args is None and session is not None:
+            _clear_args(session)
+
+
+def _to_user_audio(utterance: Utterance, sample_rate: int | None) -> tuple[int, Any]:
+    audio = utterance.audio
+    if sample_rate is not None and audio.sample_rate != sample_rate and audio.n_samples:
+        converter = Resampler(sample_rate)
+        pieces = [*converter.push(audio.to_int16()), *converter.flush()]
+        audio = AudioChunk.concat(pieces) if pieces else AudioChunk.silence(0.0, sample_rate)
+    elif sample_rate is not None and audio.sample_rate != sample_rate:
+        audio = AudioChunk.silence(0.0, sample_rate)
+    return audio.sample_rate, audio.to_int16().samples
+
+
+@operator
+async def reply(
+    source: AsyncIterable[Any],
+    fn: Callable[..., Any],
+    *,
+    args: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
+    needs_args: bool | None = None,
+    sample_rate: int | None = None,
+    output_sample_rate: int | None = None,
+    startup_fn: Callable[..., Any] | None = None,
+    limiter: anyio.CapacityLimiter | None = None,
+) -> AsyncIterator[Any]:
+    """Replace each ``Utterance`` with a :class:`Reply`; pass every other item on.
+
+    Options:
+        fn: called as ``fn((rate, int16 array (1, n)), *args)`` for each turn.
+        args: extra arguments (or a callable returning them). Default: the
+            session's ``latest_args`` when ``fn`` wants them (see ``needs_args``).
+        needs_args: ``fn`` needs the client's inputs: before each turn, if none
+            are set, ask (``send_input``) and wait, except on the phone. Default:
+            ``fn`` has more than one parameter (FastRTC's rule).
+        sample_rate: rate in Hz of the audio handed to ``fn`` (default: as received).
+        output_sample_rate: rate in Hz the reply's audio is converted to (default:
+            the rate of its first audio).
+        startup_fn: called once, before any turn, with the extra arguments only;
+            its reply plays first.
+        limiter: bounds the worker threads used for sync code.
+
+    A ``Reply`` must be run by ``interrupt``, which places and cuts its audio.
+    """
+    if needs_args is None:
+        needs_args = takes_extra_args(fn)
+    options = {"args": args, "output_sample_rate": output_sample_rate, "limiter": limiter}
+    if startup_fn is not None:
+        startup_needs_args = needs_args or takes_extra_args(startup_fn) or bool(inspect.signature(startup_fn).parameters)
+        yield Reply(_answer(startup_fn, None, needs_args=startup_needs_args, **options), media_time_s=0.0)  # type: ignore[arg-type]
+    async with scoped(source) as items:
+        async for item in items:
+            if isinstance(item, Utterance):
+                audio = _to_user_audio(item, sample_rate)
+                stream = _answer(fn, audio, needs_args=needs_args, **options)  # type: ignore[arg-type]
+                yield Reply(stream, media_time_s=item.media_time_s, utterance=item)
+            else:
+                yield item

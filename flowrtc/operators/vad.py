@@ -1,0 +1,379 @@
+"""``vad``: streaming voice activity detection, in band and in media time.
+
+Audio passes through unchanged; after each chunk come the events it caused:
+``SpeechStarted`` once speech has lasted ``min_speech_ms`` and
+``SpeechStopped`` once silence has lasted ``min_silence_ms``. Each event's
+``media_time_s`` is the input media time at which it was decided (the end of
+the deciding 32 ms window), so the speech itself started ``min_speech_ms``
+earlier and stopped ``min_silence_ms`` earlier.
+
+Scoring is Silero VAD v6 with its recurrent state carried from window to window
+(never a fresh state per chunk). By default all sessions of the event loop share
+one batching engine; ``batched=False`` scores each window inline instead. The
+model scores at 8 kHz by default (``sample_rate=16000`` to change): 8 kHz input
+is scored as is, multiples of it are low-passed and decimated, other rates
+resampled, for the model only (the audio passed on is untouched).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, AsyncIterable, AsyncIterator
+
+import anyio.to_thread
+import numpy as np
+
+from flowrtc.errors import ConfigurationError
+from flowrtc.events import Event, SpeechStarted, SpeechStopped
+from flowrtc.media import AudioChunk
+from flowrtc.models.protocol import ChunkedPauseModel
+from flowrtc.operators.core import operator, scoped
+from flowrtc.operators.resample import Resampler
+
+__all__ = ["vad", "SpeechDetector", "DEFAULT_THRESHOLD", "DEFAULT_MIN_SPEECH_MS", "DEFAULT_MIN_SILENCE_MS"]
+
+#: Speech probability at which speech starts.
+DEFAULT_THRESHOLD = 0.5
+#: Continuous speech needed before ``SpeechStarted`` (ms); measured, see docs/turn-taking.md.
+DEFAULT_MIN_SPEECH_MS = 160.0
+#: Silence needed before ``SpeechStopped`` (ms): the pause that ends a turn.
+DEFAULT_MIN_SILENCE_MS = 450.0
+_NEG_OFFSET = 0.15
+_MIN_NEG = 0.01
+_VAD_RATES = (8000, 16000)
+#: Silero scores at 8 kHz unless told otherwise: on band-limited (telephone-like)
+#: audio its 16 kHz mode is erratic (a monkey-screams clip is speech or not
+#: depending on a few samples of alignment) while its 8 kHz mode is stable, and
+#: 8 kHz windows cost ~40% less. See docs/turn-taking.md.
+DEFAULT_SCORING_RATE = 8000
+
+_IDLE, _CANDIDATE, _SPEECH = 0, 1, 2
+
+
+class SpeechDetector:
+    """Silero-style hysteresis over one stream of per-window speech probabilities.
+
+    Speech starts when a window reaches ``threshold`` and the probability then
+    stays at or above ``neg_threshold`` for ``min_speech_ms`` in all (a dip
+    below it drops the candidate). Speech stops once the probability has been
+    below ``neg_threshold`` — without climbing back to ``threshold`` — for
+    ``min_silence_ms``. Durations round to the nearest whole window (at least one).
+
+    Event times are ``start_s + windows_seen * window_s``: media time, exact,
+    whatever the speed the audio arrives at.
+    """
+
+    __slots__ = ("window_s", "threshold", "neg_threshold", "speech_windows", "silence_windows", "start_s", "windows", "state", "run")
+
+    def __init__(
+        self,
+        *,
+        window_s: float,
+        threshold: float = DEFAULT_THRESHOLD,
+        neg_threshold: float | None = None,
+        min_speech_ms: float = DEFAULT_MIN_SPEECH_MS,
+        min_silence_ms: float = DEFAULT_MIN_SILENCE_MS,
+        start_s: float = 0.0,
+    ) -> None:
+        if neg_threshold is None:
+            neg_threshold = max(_MIN_NEG, threshold - _NEG_OFFSET)
+        if not 0 < threshold <= 1 or not 0 <= neg_threshold <= threshold:
+            raise ConfigurationError(f"need 0 <= neg_threshold <= threshold <= 1, got {neg_threshold!r}, {threshold!r}")
+        if min_speech_ms < 0 or min_silence_ms < 0:
+            raise ConfigurationError("min_speech_ms and min_silence_ms must be >= 0")
+        self.window_s = window_s
+        self.threshold = threshold
+        self.neg_threshold = neg_threshold
+        self.speech_windows = _windows(min_speech_ms, window_s)
+        self.silence_windows = _windows(min_silence_ms, window_s)
+        self.start_s = start_s
+        self.windows = 0
+        self.state = _IDLE
+        self.run = 0
+
+    @property
+    def speaking(self) -> bool:
+        """Whether speech has started and not yet stopped."""
+        return self.state == _SPEECH
+
+    @property
+    def now_s(self) -> float:
+        """Media time at the end of the last window scored."""
+        return self.start_s + self.windows * self.window_s
+
+    def feed(self, probabilities: Any) -> list[Event]:
+        """Advance by one window per probability; return the events decided."""
+        events: list[Event] = []
+        state, run = self.state, self.run
+        threshold, neg = self.threshold, self.neg_threshold
+        for p in probabilities:
+            self.windows += 1
+            if state == _IDLE:
+                if p >= threshold:
+                    state, run = _CANDIDATE, 0
+                else:
+                    continue
+            if state == _CANDIDATE:
+                if p < neg:
+                    state = _IDLE
+                    continue
+                run += 1
+                if run >= self.speech_windows:
+                    state, run = _SPEECH, 0
+                    events.append(SpeechStarted(media_time_s=self.now_s))
+            elif p >= threshold:
+                run = 0
+            elif run or p < neg:
+                run += 1
+                if run >= self.silence_windows:
+                    state, run = _IDLE, 0
+                    events.append(SpeechStopped(media_time_s=self.now_s))
+        self.state, self.run = state, run
+        return events
+
+    def finish(self, end_s: float) -> list[Event]:
+        """The input ended at ``end_s``: speech in progress stops there."""
+        if self.state == _SPEECH:
+            self.state, self.run = _IDLE, 0
+            return [SpeechStopped(media_time_s=max(end_s, self.now_s))]
+        self.state, self.run = _IDLE, 0
+        return []
+
+
+def _windows(ms: float, window_s: float) -> int:
+    return max(1, round(ms / 1000 / window_s))
+
+
+class _Scorer:
+    """Speech probabilities for one stream: window length and an async ``score``."""
+
+    window_s: float
+
+    async def score(self, samples: np.ndarray) -> list[float]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _EngineScorer(_Scorer):
+    def __init__(self, engine: Any, rate: int) -> None:
+        from flowrtc.models.silero import WINDOW_SAMPLES
+
+        self._stream = engine.stream(rate)
+        self.window_s = WINDOW_SAMPLES[rate] / rate
+        self.score = self._stream.push  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _InlineScorer(_Scorer):
+    def __init__(self, model: Any, rate: int) -> None:
+        from flowrtc.models.silero import VADStream
+
+        self._stream = VADStream(rate, model)
+        self.window_s = self._stream.window / rate
+
+    async def score(self, samples: np.ndarray) -> list[float]:
+        return self._stream.push(samples)
+
+
+class _ChunkScorer(_Scorer):
+    """A FastRTC chunk model, one "window" per chunk; gets int16 at the input rate, as FastRTC gave it."""
+
+    def __init__(self, adapter: ChunkedPauseModel, rate: int) -> None:
+        # One adapter per stream: it buffers this stream's partial chunk.
+        self._adapter = ChunkedPauseModel(adapter.model, adapter.options, chunk_s=adapter.chunk_s)
+        self._rate = rate
+        self.window_s = self._adapter.window_s(rate)
+
+    async def score(self, samples: np.ndarray) -> list[float]:
+        probabilities = []
+        for chunk in self._adapter.cut(samples, self._rate):
+            probabilities.append(await anyio.to_thread.run_sync(self._adapter.probability, chunk, self._rate))
+        return probabilities
+
+
+def _make_scorer(model: Any, engine: Any, batched: bool, rate: int) -> _Scorer:
+    if isinstance(model, ChunkedPauseModel):
+        return _ChunkScorer(model, rate)
+    if model is not None and not hasattr(model, "infer"):
+        return _ChunkScorer(ChunkedPauseModel(model), rate)
+    if batched or engine is not None:
+        if engine is None:
+            from flowrtc.models.vad_engine import get_vad_engine
+
+            engine = get_vad_engine(None if model is None else model.model_path)
+        return _EngineScorer(engine, rate)
+    if model is None:
+        from flowrtc.models.silero import get_silero_vad
+
+        model = get_silero_vad()
+    return _InlineScorer(model, rate)
+
+
+class _Decimator:
+    """Low-pass and keep every ``factor``-th sample: cheap, streaming, for the VAD only.
+
+    A Kaiser-windowed sinc FIR of ``16 * factor + 1`` taps, flat to 4 kHz
+    (-0.7 dB at 6 kHz, < -40 dB above 10 kHz for 48 -> 16 kHz), computed only at
+    the kept samples: about half the cost of PyAV's resampler per 20 ms frame.
+    """
+
+    __slots__ = ("factor", "taps", "_history", "_offset")
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+        size = 16 * factor + 1
+        t = np.arange(size) - (size - 1) / 2
+        cutoff = 0.9 / factor  # of the input Nyquist: a little below the output's
+        taps = np.sinc(cutoff * t) * np.kaiser(size, 7.0)
+        self.taps = (taps / taps.sum()).astype(np.float32)[::-1].copy()
+        self._history = np.zeros(size - 1, np.float32)
+        self._offset = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Filter float32 ``samples`` (any length); return the decimated ones now known."""
+        size = self.taps.shape[0]
+        buf = np.concatenate((self._history, samples))
+        last = buf.shape[0] - size
+        if last < self._offset:
+            out = np.empty(0, np.float32)
+            count = 0
+        else:
+            count = (last - self._offset) // self.factor + 1
+            step = buf.strides[0]
+            windows = np.lib.stride_tricks.as_strided(
+                buf[self._offset :], shape=(count, size), strides=(self.factor * step, step), writeable=False
+            )
+            out = np.dot(windows, self.taps)
+        self._offset += count * self.factor - samples.shape[0]
+        self._history = buf[-(size - 1) :]
+        return out
+
+
+def _scoring_rate(input_rate: int, sample_rate: int | None) -> int:
+    if sample_rate is None:
+        return DEFAULT_SCORING_RATE
+    if sample_rate not in _VAD_RATES:
+        raise ConfigurationError(f"vad sample_rate must be 8000 or 16000 Hz, got {sample_rate!r}")
+    return sample_rate
+
+
+class _ToScoringRate:
+    """Mono float32 samples at the rate the scorer wants, from frames at the input rate."""
+
+    __slots__ = ("_decimator", "_resampler", "_rate")
+
+    def __init__(self, input_rate: int, rate: int) -> None:
+        self._rate = rate
+        self._decimator = _Decimator(input_rate // rate) if input_rate % rate == 0 and input_rate != rate else None
+        self._resampler = Resampler(rate, "mono") if input_rate % rate else None
+
+    def push(self, chunk: AudioChunk) -> np.ndarray:
+        samples = chunk.samples
+        if samples.dtype == np.int16:
+            mono = samples.mean(axis=0, dtype=np.float32) if samples.shape[0] > 1 else samples[0].astype(np.float32)
+            mono *= np.float32(1 / 32768)
+        else:
+            mono = samples.mean(axis=0, dtype=np.float32) if samples.shape[0] > 1 else samples[0]
+        if self._decimator is not None:
+            return self._decimator.push(mono)
+        if self._resampler is not None:
+            pieces = self._resampler.push(AudioChunk(mono[None, :], chunk.sample_rate, chunk.pts))
+            return np.concatenate([p.samples[0] for p in pieces]) if pieces else np.empty(0, np.float32)
+        return mono
+
+
+@operator
+async def vad(
+    source: AsyncIterable[Any],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    neg_threshold: float | None = None,
+    min_speech_ms: float = DEFAULT_MIN_SPEECH_MS,
+    min_silence_ms: float = DEFAULT_MIN_SILENCE_MS,
+    batched: bool = True,
+    engine: Any = None,
+    model: Any = None,
+    sample_rate: int | None = None,
+) -> AsyncIterator[Any]:
+    """Pass audio through and emit ``SpeechStarted``/``SpeechStopped`` after the chunk that decided them.
+
+    Options:
+        threshold: speech probability (0..1) at which speech starts.
+        neg_threshold: probability below which speech stops (default ``threshold - 0.15``).
+        min_speech_ms: continuous speech needed before ``SpeechStarted``, in ms.
+        min_silence_ms: silence needed before ``SpeechStopped``, in ms.
+        batched: score on the event loop's shared batching engine (default), or
+            inline, one window at a time (``False``; blocks the loop ~0.2 ms per window).
+        engine: a specific :class:`~flowrtc.models.vad_engine.VADEngine` to use.
+        model: ``None`` (Silero v6, shared), a :class:`~flowrtc.models.silero.SileroVAD`,
+            or a FastRTC-style :class:`~flowrtc.models.protocol.PauseDetectionModel`
+            (scored on chunks by :class:`~flowrtc.models.protocol.ChunkedPauseModel`).
+        sample_rate: rate Silero scores at, 8000 (default) or 16000 Hz.
+
+    Speech in progress when the input ends stops at the end of the input.
+    """
+    detector: SpeechDetector | None = None
+    scorer: _Scorer | None = None
+    convert: _ToScoringRate | None = None
+    window = 0  # samples per window at the scoring rate
+    pending: list[np.ndarray] = []  # samples not yet handed to the scorer
+    pending_count = 0
+    input_rate = 0
+    end_s = 0.0
+    try:
+        async with scoped(source) as items:
+            async for item in items:
+                if not isinstance(item, AudioChunk):
+                    yield item
+                    continue
+                yield item
+                if scorer is None:
+                    input_rate = item.sample_rate
+                    chunked = model is not None and not hasattr(model, "infer")
+                    rate = input_rate if chunked else _scoring_rate(input_rate, sample_rate)
+                    scorer = _make_scorer(model, engine, batched, rate)
+                    if not chunked:
+                        convert = _ToScoringRate(input_rate, rate)
+                    window = max(1, round(scorer.window_s * rate))
+                    detector = SpeechDetector(
+                        window_s=scorer.window_s,
+                        threshold=threshold,
+                        neg_threshold=neg_threshold,
+                        min_speech_ms=min_speech_ms,
+                        min_silence_ms=min_silence_ms,
+                        start_s=item.pts / item.sample_rate,
+                    )
+                elif item.sample_rate != input_rate:
+                    raise ConfigurationError(
+                        f"vad got {item.sample_rate} Hz audio after {input_rate} Hz; resample to one rate before it"
+                    )
+                end_s = item.end_pts / input_rate
+                samples = convert.push(item) if convert is not None else _mono_int16(item)
+                # Only call the scorer when a whole window is ready: most 20 ms
+                # frames then cost a list append.
+                pending.append(samples)
+                pending_count += samples.shape[0]
+                if pending_count < window:
+                    continue
+                batch = pending[0] if len(pending) == 1 else np.concatenate(pending)
+                pending.clear()
+                pending_count %= window
+                probabilities = await scorer.score(batch)
+                if probabilities:
+                    for event in detector.feed(probabilities):  # type: ignore[union-attr]
+                        yield event
+        if detector is not None:
+            for event in detector.finish(end_s):
+                yield event
+    finally:
+        if scorer is not None:
+            scorer.close()
+
+
+def _mono_int16(chunk: AudioChunk) -> np.ndarray:
+    samples = chunk.to_int16().samples
+    return samples[0] if samples.shape[0] == 1 else np.rint(samples.mean(axis=0)).astype(np.int16)

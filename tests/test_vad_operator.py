@@ -1,0 +1,249 @@
+"""The ``vad`` operator: streaming Silero hysteresis, in band, in media time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flowrtc.errors import ConfigurationError
+from flowrtc.events import Log, SpeechStarted, SpeechStopped
+from flowrtc.media import AudioChunk
+from flowrtc.models.protocol import ChunkedPauseModel, PauseDetectionModel
+from flowrtc.operators.vad import SpeechDetector, _Decimator, vad
+from flowrtc.testing import audio_frames, load_audio
+
+MEDIA = Path(__file__).parent / "media"
+HELLO = MEDIA / "asterisk_hello-world_8k.wav"  # speech 0.19-1.40 s (Silero v6 ground truth)
+THANKS = MEDIA / "asterisk_demo-thanks_8k.wav"  # 0.26-1.12, 1.25-5.37
+MONKEYS = MEDIA / "asterisk_tt-monkeys_8k_nonspeech.wav"
+W = 0.032  # Silero window
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def detector(**options: Any) -> SpeechDetector:
+    return SpeechDetector(window_s=W, **options)
+
+
+def kinds(events: list[Any]) -> list[tuple[str, float]]:
+    return [(type(e).__name__, round(e.media_time_s, 3)) for e in events]
+
+
+# -- the detector -------------------------------------------------------------------
+
+
+def test_speech_starts_after_min_speech_of_continuous_speech() -> None:
+    d = detector(min_speech_ms=160, min_silence_ms=448)
+    assert d.feed([0.1, 0.2]) == []
+    assert d.feed([0.9, 0.9, 0.9, 0.9]) == []
+    # fifth speech window (the 7th overall) ends at 7 * 32 ms
+    assert kinds(d.feed([0.9])) == [("SpeechStarted", 0.224)]
+    assert d.speaking
+
+
+def test_a_dip_below_neg_threshold_drops_a_candidate() -> None:
+    d = detector(min_speech_ms=160)
+    assert d.feed([0.9, 0.9, 0.9, 0.9, 0.2, 0.9, 0.9, 0.9, 0.9]) == []
+    assert not d.speaking
+    assert kinds(d.feed([0.9])) == [("SpeechStarted", 0.32)]
+
+
+def test_hysteresis_keeps_speech_between_the_thresholds() -> None:
+    d = detector(threshold=0.5, min_speech_ms=64, min_silence_ms=96)
+    events = d.feed([0.9, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])  # 0.4 is above neg (0.35): still speech
+    assert kinds(events) == [("SpeechStarted", 0.064)]
+    assert d.speaking
+
+
+def test_speech_stops_after_min_silence_and_resets_on_speech() -> None:
+    d = detector(min_speech_ms=32, min_silence_ms=96)
+    d.feed([0.9])
+    # two silent windows, then speech again: the silence run restarts
+    assert d.feed([0.1, 0.1, 0.9]) == []
+    # a window between the thresholds extends a silence run that has started
+    assert kinds(d.feed([0.1, 0.4, 0.1])) == [("SpeechStopped", 0.224)]
+    assert not d.speaking
+
+
+def test_event_times_are_media_time_from_the_start_offset() -> None:
+    d = SpeechDetector(window_s=W, min_speech_ms=32, min_silence_ms=32, start_s=10.0)
+    assert kinds(d.feed([0.9, 0.1])) == [("SpeechStarted", 10.032), ("SpeechStopped", 10.064)]
+
+
+def test_durations_round_to_whole_windows() -> None:
+    assert detector(min_speech_ms=160).speech_windows == 5
+    assert detector(min_silence_ms=450).silence_windows == 14  # 448 ms
+    assert detector(min_speech_ms=0).speech_windows == 1
+
+
+def test_finish_stops_speech_at_the_end_of_input() -> None:
+    d = detector(min_speech_ms=32)
+    d.feed([0.9, 0.9])
+    assert kinds(d.finish(1.0)) == [("SpeechStopped", 1.0)]
+    assert d.finish(2.0) == []
+
+
+def test_bad_thresholds_are_rejected() -> None:
+    with pytest.raises(ConfigurationError):
+        detector(threshold=0.3, neg_threshold=0.5)
+
+
+# -- the operator on real speech ---------------------------------------------------------
+
+
+async def collect(chunk: AudioChunk, **options: Any) -> list[Any]:
+    async def source() -> Any:
+        for frame in audio_frames(chunk):
+            yield frame
+
+    return [item async for item in vad(source(), **options)]
+
+
+def events_of(items: list[Any]) -> list[Any]:
+    return [item for item in items if not isinstance(item, AudioChunk)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+async def test_hello_world_gives_one_speech_segment_at_every_rate(rate: int) -> None:
+    clip = load_audio(HELLO, sample_rate=rate)
+    items = await collect(AudioChunk.concat([clip, AudioChunk.silence(1.0, rate)]))
+    events = events_of(items)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+    started, stopped = (e.media_time_s for e in events)
+    # speech begins at 0.19 s: decided 160 ms of speech later (+ the model's onset lag)
+    assert 0.19 + 0.16 <= started <= 0.19 + 0.16 + 0.1
+    # speech ends at 1.40 s: decided about 448 ms of silence later
+    assert 1.40 + 0.3 <= stopped <= 1.40 + 0.55
+
+
+@pytest.mark.anyio
+async def test_audio_passes_through_unchanged_and_events_follow_their_chunk() -> None:
+    clip = load_audio(HELLO)
+    frames = audio_frames(AudioChunk.concat([clip, AudioChunk.silence(1.0, 8000)]))
+
+    async def source() -> Any:
+        for frame in frames:
+            yield frame
+        yield Log(data="other items pass", media_time_s=9.0)
+
+    items = [item async for item in vad(source())]
+    assert [item for item in items if isinstance(item, AudioChunk)] == frames
+    assert isinstance(items[-1], Log)
+    for index, item in enumerate(items):
+        if isinstance(item, (SpeechStarted, SpeechStopped)):
+            before = [i for i in items[:index] if isinstance(i, AudioChunk)][-1]
+            # decided inside (or at the end of) the chunk just before it
+            assert before.media_time_s < item.media_time_s <= before.media_time_s + before.duration_s + 1e-9
+
+
+@pytest.mark.anyio
+async def test_batched_and_inline_scoring_agree() -> None:
+    clip = AudioChunk.concat([load_audio(THANKS), AudioChunk.silence(1.0, 8000)])
+    batched = kinds(events_of(await collect(clip)))
+    inline = kinds(events_of(await collect(clip, batched=False)))
+    assert batched == inline
+    assert [name for name, _ in batched] == ["SpeechStarted", "SpeechStopped"]
+
+
+@pytest.mark.anyio
+async def test_16k_scoring_is_available() -> None:
+    clip = load_audio(HELLO, sample_rate=16000)
+    events = events_of(await collect(AudioChunk.concat([clip, AudioChunk.silence(1.0, 16000)]), sample_rate=16000))
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+    with pytest.raises(ConfigurationError):
+        await collect(clip, sample_rate=11025)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rate", [8000, 48000])
+async def test_no_speech_in_monkeys_silence_or_noise(rate: int) -> None:
+    monkeys = load_audio(MONKEYS, sample_rate=rate)
+    noise = np.random.default_rng(7).normal(0, 3000, (1, rate * 5)).astype(np.int16)
+    for clip in (monkeys, AudioChunk.silence(5.0, rate), AudioChunk(noise, rate)):
+        assert events_of(await collect(clip)) == []
+
+
+@pytest.mark.anyio
+async def test_stereo_input_is_mixed_down_for_scoring() -> None:
+    clip = load_audio(HELLO, sample_rate=16000)
+    stereo = AudioChunk.concat([clip, AudioChunk.silence(1.0, 16000)]).to_layout("stereo")
+    items = await collect(stereo)
+    assert [type(e) for e in events_of(items)] == [SpeechStarted, SpeechStopped]
+    assert all(chunk.channels == 2 for chunk in items if isinstance(chunk, AudioChunk))
+
+
+@pytest.mark.anyio
+async def test_a_rate_change_mid_stream_is_an_error() -> None:
+    async def source() -> Any:
+        yield AudioChunk.silence(0.02, 8000)
+        yield AudioChunk.silence(0.02, 16000, pts=320)
+
+    with pytest.raises(ConfigurationError):
+        async for _ in vad(source()):
+            pass
+
+
+def test_the_decimator_is_chunking_invariant_and_low_passes() -> None:
+    x = np.random.default_rng(1).standard_normal(9_999).astype(np.float32)
+    whole = _Decimator(3).push(x)
+    d = _Decimator(3)
+    pieces = np.concatenate([d.push(x[i : i + 37]) for i in range(0, len(x), 37)])
+    np.testing.assert_allclose(whole, pieces, atol=1e-5)
+    tone = np.sin(2 * np.pi * 12_000 * np.arange(4800) / 48_000).astype(np.float32)
+    assert np.abs(_Decimator(3).push(tone)[50:]).max() < 0.01  # 12 kHz is gone at 16 kHz
+    low = np.sin(2 * np.pi * 1000 * np.arange(4800) / 48_000).astype(np.float32)
+    assert np.abs(_Decimator(6).push(low)[50:]).max() == pytest.approx(1.0, abs=0.02)
+
+
+# -- a FastRTC-style chunk model ------------------------------------------------------------
+
+
+class LoudIsSpeech:
+    """A PauseDetectionModel: seconds of samples louder than a level."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, Any]] = []
+        self.warmed = 0
+
+    def vad(self, audio: tuple[int, np.ndarray], options: Any) -> tuple[float, list[dict[str, int]]]:
+        rate, samples = audio
+        self.calls.append((rate, samples.shape[0], options))
+        assert samples.dtype == np.int16 and samples.ndim == 1
+        return float((np.abs(samples) > 1000).sum()) / rate, []
+
+    def warmup(self) -> None:
+        self.warmed += 1
+
+
+def loud(seconds: float, rate: int = 16000) -> AudioChunk:
+    return AudioChunk(np.full((1, round(seconds * rate)), 8000, np.int16), rate)
+
+
+@pytest.mark.anyio
+async def test_a_chunk_model_is_scored_one_chunk_at_a_time() -> None:
+    model = LoudIsSpeech()
+    assert isinstance(model, PauseDetectionModel)
+    clip = AudioChunk.concat([AudioChunk.silence(0.6, 16000), loud(1.2), AudioChunk.silence(1.2, 16000)])
+    events = events_of(
+        await collect(clip, model=ChunkedPauseModel(model, "opts", chunk_s=0.6), min_speech_ms=0, min_silence_ms=0)
+    )
+    assert kinds(events) == [("SpeechStarted", 1.2), ("SpeechStopped", 2.4)]
+    assert model.calls == [(16000, 9600, "opts")] * 5
+    assert model.warmed == 0  # warmup is the handler's job, once
+
+
+def test_chunked_pause_model_reads_speech_fraction() -> None:
+    adapter = ChunkedPauseModel(LoudIsSpeech(), chunk_s=0.5)
+    chunks = adapter.cut(np.full(12_000, 5000, np.int16), 16000)
+    assert [c.shape[0] for c in chunks] == [8000]
+    assert adapter.probability(chunks[0], 16000) == 1.0
+    assert adapter.cut(np.zeros(4000, np.int16), 16000)[0][4000:].max() == 0
+    with pytest.raises(ConfigurationError):
+        ChunkedPauseModel(object())
