@@ -1,0 +1,237 @@
+"""The built-in page in a real browser: headless Chromium with a fake microphone playing speech.
+
+Chromium is driven over the Chrome DevTools Protocol (a websocket). The page
+connects to a real uvicorn server by WebRTC; the test checks on the server
+that the session was a WebRTC one and that the page's audio arrived (the graph
+measures it), and in the page (``window.flowrtc``, read with
+``Runtime.evaluate``) that reply audio and the graph's log messages came back.
+
+Runs wherever Chromium is installed; skipped only when it is absent and the
+``CI`` environment variable is not set (CI installs it, see .ci/run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import httpx
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from flowrtc import AudioChunk, Graph, Log, decode, encode, operator, resample
+from flowrtc.adapters.webrtc import webrtc_transport
+from flowrtc.operators.core import scoped
+from flowrtc.stream import Stream
+from flowrtc.testing import save_audio
+from conftest import HELLO, load_clip
+from rtc_support import running_server, wait_for
+
+pytestmark = pytest.mark.anyio
+
+CHROMIUM = next((path for path in (os.environ.get("CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium") if path and os.path.exists(path)), None)
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip("chromium is not installed (CI installs it and never skips)", allow_module_level=True)
+
+
+class Chromium:
+    """A headless Chromium and one page, over the DevTools protocol."""
+
+    def __init__(self, process: subprocess.Popen[bytes], socket: Any) -> None:
+        self.process = process
+        self.socket = socket
+        self._ids = itertools.count(1)
+
+    async def send(self, method: str, **params: Any) -> dict[str, Any]:
+        message_id = next(self._ids)
+        await self.socket.send(json.dumps({"id": message_id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(await self.socket.recv())
+            if reply.get("id") == message_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"page error: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait(self, expression: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.evaluate(expression)
+            if value or time.monotonic() > deadline:
+                return value
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def speech_wav() -> Iterator[Path]:
+    """The recorded utterance, as the fake microphone's input (48 kHz mono; Chromium loops it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        clip = load_clip(HELLO, 48000)
+        pause = AudioChunk(np.zeros((1, 48000 // 2), np.int16), 48000)
+        path = Path(folder) / "speech.wav"
+        save_audio(path, AudioChunk.concat([clip, pause]))
+        yield path
+
+
+@pytest.fixture
+async def browser(speech_wav: Path) -> AsyncIterator[Chromium]:
+    assert CHROMIUM is not None, "chromium is required in CI (.ci/run installs it)"
+    profile = tempfile.mkdtemp(prefix="flowrtc-chromium-")
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={speech_wav}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--remote-debugging-port=0",
+        f"--user-data-dir={profile}",
+        "about:blank",
+    ]
+    process = subprocess.Popen([CHROMIUM, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        port_file = Path(profile) / "DevToolsActivePort"
+        assert await wait_for(lambda: port_file.exists() and port_file.read_text().strip(), 20), "chromium did not start its DevTools endpoint"
+        port = int(port_file.read_text().split()[0])
+        async with httpx.AsyncClient() as client:
+            targets = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()
+        page = next(target for target in targets if target["type"] == "page")
+        async with connect(page["webSocketDebuggerUrl"], max_size=None) as socket:
+            chromium = Chromium(process, socket)
+            await chromium.send("Runtime.enable")
+            yield chromium
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def listening_graph(heard: dict[str, float]) -> Graph:
+    """Echo the page's audio back and say, on the data channel, when speech arrived."""
+
+    @operator
+    async def measure(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        told = False
+        async with scoped(source) as items:
+            async for item in items:
+                if isinstance(item, AudioChunk):
+                    rms = float(np.sqrt(np.mean(item.to_float32().samples ** 2)))
+                    heard["frames"] = heard.get("frames", 0) + 1
+                    heard["max_rms"] = max(heard.get("max_rms", 0.0), rms)
+                    if rms > 0.02 and not told:
+                        told = True
+                        yield Log(data="server heard speech")
+                yield item
+
+    return Graph(audio=decode() | resample(48000, layout="mono") | measure() | encode(sample_rate=48000))
+
+
+async def test_the_built_in_page_talks_to_the_server(browser: Chromium) -> None:
+    heard: dict[str, float] = {}
+    stream = Stream(listening_graph(heard), modality="audio", mode="send-receive", rtc_configuration={"iceServers": []}, server_rtc_configuration={"iceServers": []})
+    with running_server(stream.app()) as server:
+        await browser.send("Page.navigate", url=f"{server.url}/")
+        assert await browser.wait("window.flowrtc && window.flowrtc.status === 'ready'", 15), await browser.evaluate("document.body.innerText")
+        await browser.evaluate("document.getElementById('start').click()")
+        assert await browser.wait("window.flowrtc.status === 'connected'", 15), await browser.evaluate("JSON.stringify(window.flowrtc)")
+        webrtc_id = await browser.evaluate("window.flowrtc.webrtcId")
+        assert stream.hub.transport(webrtc_id) == "webrtc"
+
+        # The page's microphone reached the graph, and the graph's log reached the page.
+        assert await wait_for(lambda: heard.get("max_rms", 0) > 0.05, 10), heard
+        assert await browser.wait("window.flowrtc.logs.some(entry => entry.text === 'server heard speech')", 10), await browser.evaluate("JSON.stringify(window.flowrtc.logs)")
+        assert await browser.wait("window.flowrtc.logs.some(entry => entry.text === 'Server received: handshake')", 5)
+        # The reply audio plays in the page (WebAudio level) and its packets are counted.
+        assert await browser.wait("window.flowrtc.maxReplyRms > 0.02 && window.flowrtc.stats.packetsReceived > 50", 10), await browser.evaluate(
+            "JSON.stringify({rms: window.flowrtc.maxReplyRms, stats: window.flowrtc.stats})"
+        )
+        # The server played echo frames (not just silence) on the page's connection.
+        assert await wait_for(lambda: webrtc_transport(stream).statistics()[webrtc_id]["audio_played"] > 50, 5)
+        assert webrtc_transport(stream).statistics()[webrtc_id]["state"] == "connected"
+        assert await browser.wait("window.flowrtc.stats.packetsSent > 50", 5)
+        assert await browser.evaluate("window.flowrtc.errors.length") == 0
+
+        # Stop: the page closes its connection and the server lets the session go.
+        await browser.evaluate("document.getElementById('stop').click()")
+        assert await browser.wait("window.flowrtc.status === 'closed'", 5)
+        assert await wait_for(lambda: len(stream.hub) == 0 and not webrtc_transport(stream).peers, 10), stream.hub.ids()
+
+
+async def test_the_page_shows_a_refusal(browser: Chromium) -> None:
+    stream = Stream(listening_graph({}), modality="audio", concurrency_limit=1, rtc_configuration={"iceServers": []}, server_rtc_configuration={"iceServers": []})
+    with running_server(stream.app()) as server:
+        async with stream.session("someone-else", transport="webrtc"):  # takes the only slot
+            await browser.send("Page.navigate", url=f"{server.url}/")
+            assert await browser.wait("window.flowrtc && window.flowrtc.status === 'ready'", 15)
+            await browser.evaluate("document.getElementById('start').click()")
+            assert await browser.wait("window.flowrtc.status === 'failed'", 15)
+            errors = await browser.evaluate("window.flowrtc.errors")
+            assert errors and "Too many concurrent connections (limit 1)" in errors[0]
+            assert "Too many concurrent connections" in await browser.evaluate("document.getElementById('error').textContent")
+
+
+async def test_the_page_renders_inputs_and_shows_outputs(browser: Chromium) -> None:
+    from flowrtc import AdditionalOutputs
+    from flowrtc.inputs import Slider, Textbox
+    from flowrtc.session import current_session
+
+    @operator
+    async def report_inputs(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        count = 0
+        async with scoped(source) as items:
+            async for item in items:
+                if isinstance(item, AudioChunk):
+                    count += 1
+                    session = current_session()
+                    if count % 10 == 0 and session is not None and session.latest_args:
+                        yield AdditionalOutputs(*session.latest_args)
+
+    stream = Stream(
+        Graph(audio=decode() | report_inputs()),
+        modality="audio",
+        mode="send",
+        additional_inputs=[Slider(minimum=0, maximum=10, value=3, step=1, label="Gain"), Textbox(label="Name", value="ada")],
+        rtc_configuration={"iceServers": []},
+        server_rtc_configuration={"iceServers": []},
+    )
+    with running_server(stream.app()) as server:
+        await browser.send("Page.navigate", url=f"{server.url}/")
+        assert await browser.wait("window.flowrtc && window.flowrtc.status === 'ready'", 15)
+        assert await browser.evaluate("document.querySelectorAll('#inputs input').length") == 2
+        await browser.evaluate("document.getElementById('start').click()")
+        assert await browser.wait("window.flowrtc.status === 'connected'", 15)
+        # The page sent the inputs' values on connecting; the graph reports them back as outputs.
+        assert await browser.wait("window.flowrtc.outputs.some(args => args[0] === 3 && args[1] === 'ada')", 10), await browser.evaluate("JSON.stringify(window.flowrtc.outputs)")
+        await browser.evaluate(
+            "(() => { const box = document.querySelector('#inputs input[type=text]'); box.value = 'grace'; box.dispatchEvent(new Event('change')); })()"
+        )
+        assert await browser.wait("window.flowrtc.outputs.some(args => args[1] === 'grace')", 10)
+        assert "grace" in await browser.evaluate("document.getElementById('outputs').textContent")
+        await browser.evaluate("document.getElementById('stop').click()")
+        assert await wait_for(lambda: len(stream.hub) == 0, 10)
