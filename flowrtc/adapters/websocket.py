@@ -50,8 +50,11 @@ __all__ = ["websocket_route_handlers", "MediaSocket", "FastRTCSocket", "Playout"
 logger = logging.getLogger("flowrtc.websocket")
 
 AUDIO_FRAME_MS = 20
-#: Audio sent ahead of real time, so network jitter does not starve the client.
+#: Audio sent ahead of real time, so network jitter does not starve the client: the
+#: sender tops the client up to PLAYOUT_LEAD_S ahead and sleeps until it is down to
+#: PLAYOUT_REFILL_S, so it wakes once per two 20 ms frames, not per frame.
 PLAYOUT_LEAD_S = 0.1
+PLAYOUT_REFILL_S = 0.06
 #: FastRTC's defaults when the handler states no rate.
 DEFAULT_INPUT_RATE = 48_000
 DEFAULT_OUTPUT_RATE = 24_000
@@ -354,7 +357,7 @@ class MediaSocket:
         self.lost()
 
     async def _send_paced(self) -> None:
-        due = 0.0
+        due = 0.0  # when the client will have played everything sent so far
         batch_open = False
         while True:
             if self.marks_batches and batch_open and not len(self.playout):
@@ -368,8 +371,8 @@ class MediaSocket:
             now = anyio.current_time()
             if due < now:
                 due = now
-            elif due - PLAYOUT_LEAD_S > now:
-                await anyio.sleep(due - PLAYOUT_LEAD_S - now)
+            elif due - now >= PLAYOUT_LEAD_S:
+                await anyio.sleep(due - now - PLAYOUT_REFILL_S)
             async with self.send_lock:
                 if generation == self.playout.generation:
                     await self.send_frame(frame)

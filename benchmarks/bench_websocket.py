@@ -1,0 +1,530 @@
+"""How many real-time WebSocket / phone sessions one server process holds, and how fast it answers.
+
+Run: ``python benchmarks/bench_websocket.py [--sessions 100,200,300] [--protocol fastrtc,twilio] [--turns 3]``
+
+One **server process** (uvicorn + uvloop, the routes of ``flowrtc.adapters.websocket``)
+serves a ``ReplyOnPause`` echo handler (``fn`` yields the user's audio back) — or,
+if ReplyOnPause is not installed, an energy-gated echo graph (the table says which).
+One separate **client process** plays N sessions at once: each sends recorded speech
+(Asterisk "hello world", 1.4 s, then 2.5 s of silence, ``--turns`` times) as 20 ms
+µ-law messages in real time, speaking FastRTC's WebSocket protocol (16 kHz) or
+Twilio's Media Streams protocol (8 kHz, marks echoed), and timestamps every reply
+frame. The client is a minimal asyncio WebSocket client (precomputed frames, one
+timer for all sessions) so that it, not the server, stays cheap.
+
+Per session count it reports:
+
+* **reply lag**: how late reply frames arrive against the server's promise (frame k of
+  a reply is due ``max(0, k·20 ms − 60 ms)`` after its first frame: the sender keeps
+  the client 60–100 ms ahead), mean and p95 over all reply frames (ms);
+* **loop lag**: how late a 10 ms timer fires on the server's event loop, mean and p99;
+* **answered**: turns that got reply audio before the next turn began;
+* **EoS → audio**: end of speech (send time of the last 20 ms frame with speech) to
+  the first reply frame at the client, wall clock, median and p90;
+* server CPU (% of one core) and the client's own send lag (if that grows, the client
+  was the bottleneck and the row is void).
+
+A count is **held** when mean reply lag < 20 ms and every turn was answered.
+Targets (2-core machine): ≥ 300 sessions held; EoS → first audio ≤ 0.5 s median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CLIP = ROOT / "tests" / "media" / "asterisk_hello-world_8k.wav"
+GAP_S = 2.5
+FRAME_S = 0.02
+SERVER_MIN_LEAD_S = 0.06  # flowrtc.adapters.websocket.PLAYOUT_REFILL_S
+SPEECH_RMS = 300.0
+
+
+# ------------------------------------------------------------------------------- server
+def make_handler(kind: str) -> tuple[Any, str]:
+    if kind == "sink":
+        return sink_graph(), "sink (input only)"
+    if kind in ("auto", "reply_on_pause"):
+        try:
+            from flowrtc.handlers.reply_on_pause import ReplyOnPause
+        except ImportError:
+            if kind == "reply_on_pause":
+                raise
+        else:
+
+            def echo(audio: tuple[int, np.ndarray]) -> Any:
+                yield audio
+
+            return ReplyOnPause(echo, input_sample_rate=16000), "ReplyOnPause(echo)"
+    return energy_echo_graph(), "energy-gated echo graph"
+
+
+def sink_graph() -> Any:
+    from flowrtc import Graph, decode
+    from flowrtc.operators.core import operator, scoped
+
+    @operator
+    async def sink(source: Any) -> Any:
+        async with scoped(source) as items:
+            async for _ in items:
+                pass
+        yield None
+
+    class Sink(Graph):
+        input_sample_rate = 16000
+
+    return Sink(audio=decode() | sink(), name="sink")
+
+
+def energy_echo_graph() -> Any:
+    from flowrtc import AudioChunk, Graph, Interrupt, decode, resample
+    from flowrtc.operators.core import operator, scoped
+
+    @operator
+    async def echo_turns(source: Any) -> Any:
+        frames: list[AudioChunk] = []
+        speaking, silent_s, reply_ends_s = False, 0.0, 0.0
+        async with scoped(source) as items:
+            async for item in items:
+                if not isinstance(item, AudioChunk):
+                    yield item
+                    continue
+                loud = float(np.sqrt(np.mean(item.samples.astype(np.float32) ** 2))) > SPEECH_RMS
+                now_s = item.end_pts / item.sample_rate
+                if loud and not speaking:
+                    speaking = True
+                    if now_s < reply_ends_s:
+                        yield Interrupt(media_time_s=now_s)
+                if speaking:
+                    frames.append(item)
+                    silent_s = 0.0 if loud else silent_s + item.duration_s
+                    if silent_s >= 0.3:
+                        utterance = AudioChunk.concat(frames)
+                        frames, speaking = [], False
+                        yield utterance.with_pts(item.end_pts)
+                        reply_ends_s = now_s + utterance.duration_s
+
+    class EnergyEcho(Graph):
+        input_sample_rate = 16000  # what FastRTC's clients send without being told otherwise
+
+    return EnergyEcho(audio=decode() | resample(16000) | echo_turns(), name="energy_echo")
+
+
+class LagProbe:
+    """How late a periodic timer fires on this event loop (and how long garbage collection paused it)."""
+
+    def __init__(self, period_s: float = 0.01) -> None:
+        self.period_s = period_s
+        self.samples: list[float] = []
+        self.gc_pauses: list[float] = []
+        self._gc_started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.append(time.perf_counter() - self._gc_started)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.period_s
+            await asyncio.sleep(self.period_s)
+            self.samples.append(max(0.0, loop.time() - due))
+
+    def stats(self) -> dict[str, float]:
+        lags = sorted(self.samples) or [0.0]
+        return {
+            "loop_lag_mean_ms": 1000 * statistics.fmean(lags),
+            "loop_lag_p99_ms": 1000 * lags[int(0.99 * (len(lags) - 1))],
+            "loop_lag_max_ms": 1000 * lags[-1],
+            "gc_pause_total_ms": 1000 * sum(self.gc_pauses),
+            "gc_pause_max_ms": 1000 * max(self.gc_pauses, default=0.0),
+        }
+
+
+def serve(port: int, handler_kind: str, profile: str | None = None, ws: str = "websockets-sansio") -> None:
+    import uvicorn
+    from litestar import Litestar, get, post
+
+    from flowrtc.adapters.websocket import websocket_route_handlers
+    from flowrtc.limits import Limits
+    from flowrtc.stream import Stream
+
+    handler, label = make_handler(handler_kind)
+    stream = Stream(handler, modality="audio", concurrency_limit=None, limits=Limits(max_connections=None))
+    probe = LagProbe()
+    tasks: list[asyncio.Task[None]] = []
+
+    @get("/bench/stats", sync_to_thread=False)
+    def stats() -> dict[str, Any]:
+        return {**probe.stats(), "live_sessions": len(stream.hub), "handler": label, "pid": os.getpid()}
+
+    @post("/bench/reset", sync_to_thread=False, status_code=200)
+    def reset() -> dict[str, Any]:
+        probe.samples.clear()
+        probe.gc_pauses.clear()
+        return {}
+
+    def start_probe() -> None:
+        tasks.append(asyncio.get_running_loop().create_task(probe.run()))
+
+    app = Litestar(route_handlers=[*websocket_route_handlers(stream), stats, reset], on_startup=[start_probe])
+    run = lambda: uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",  # noqa: E731
+                              ws=ws, log_level="warning", access_log=False, backlog=4096)
+    if profile is None:
+        run()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(run)
+    finally:
+        profiler.dump_stats(profile)
+
+
+# ------------------------------------------------------------------------------- client
+def load_turn(rate: int) -> tuple[list[bytes], int, int]:
+    """One turn as 20 ms µ-law frames, and the indexes of its first and last frames with speech."""
+    from flowrtc.media import AudioChunk
+    from flowrtc.testing import load_audio
+
+    clip = load_audio(CLIP, sample_rate=rate)
+    turn = AudioChunk.concat([clip, AudioChunk(np.zeros((1, int(GAP_S * rate)), np.int16), rate)])
+    size = rate // 50
+    samples = turn.samples[0]
+    loud = [i for i in range(len(samples) // size) if np.sqrt(np.mean(samples[i * size : (i + 1) * size].astype(np.float64) ** 2)) > SPEECH_RMS]
+    codes = turn.to_mulaw()
+    return [codes[i * size : (i + 1) * size] for i in range(len(samples) // size)], loud[0], loud[-1]
+
+
+def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """A client WebSocket frame; the all-zero mask key leaves the payload as is (RFC 6455 allows any key)."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    return header + b"\x00\x00\x00\x00" + payload
+
+
+class Conn(asyncio.Protocol):
+    """One benchmark session over a minimal WebSocket client."""
+
+    def __init__(self, index: int, protocol: str, path: str, host: str) -> None:
+        self.index = index
+        self.protocol = protocol
+        self.sid = f"MZ{index:032d}"
+        self.path, self.host = path, host
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.handshake_done = False
+        self.arrivals: list[float] = []
+        self.clears = 0
+        self.errors: list[str] = []
+        self.sent: list[float] = []
+        self.sequence = 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.handshake_done:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(self.buffer[:end]).split(b"\r\n", 1)[0]
+            del self.buffer[: end + 4]
+            self.handshake_done = True
+            if b" 101 " in status:
+                self.upgraded.set_result(True)
+            else:
+                self.upgraded.set_exception(ConnectionError(status.decode()))
+                return
+        now = asyncio.get_running_loop().time()
+        buf = self.buffer
+        while len(buf) >= 2:
+            opcode, n, at = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n, at = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n, at = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < at + n:
+                return
+            payload = bytes(buf[at : at + n])
+            del buf[: at + n]
+            if opcode == 1:
+                self.on_text(payload, now)
+            elif opcode == 9:
+                self.write(payload, 10)
+            elif opcode == 8:
+                if not self.closed.done():
+                    self.closed.set_result(payload[:2])
+                self.write(payload[:2], 8)
+
+    def on_text(self, payload: bytes, now: float) -> None:
+        if payload.startswith(b'{"event":"media"'):
+            self.arrivals.append(now)
+        elif payload.startswith(b'{"event":"mark"'):
+            name = json.loads(payload)["mark"]["name"]
+            self.send_json({"event": "mark", "sequenceNumber": self.next_seq(), "streamSid": self.sid, "mark": {"name": name}})
+        elif payload.startswith(b'{"event":"clear"'):
+            self.clears += 1
+        elif b'"error"' in payload or b'"failed"' in payload:
+            self.errors.append(payload.decode()[:200])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(b"")
+
+    def write(self, payload: bytes, opcode: int = 1) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(ws_frame(payload, opcode))
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.write(json.dumps(message, separators=(",", ":")).encode())
+
+    def next_seq(self) -> str:
+        self.sequence += 1
+        return str(self.sequence)
+
+    def start(self) -> None:
+        if self.protocol == "twilio":
+            self.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            self.send_json({"event": "start", "sequenceNumber": "1", "streamSid": self.sid, "start": {
+                "accountSid": "AC0", "streamSid": self.sid, "callSid": f"CA{self.index}", "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, "customParameters": {}}})
+        else:
+            self.send_json({"event": "start", "websocket_id": f"bench-{self.index}"})
+
+    def media(self, k: int, b64payload: str) -> None:
+        if self.protocol == "twilio":
+            seq = self.next_seq()
+            text = ('{"event":"media","sequenceNumber":"' + seq + '","streamSid":"' + self.sid + '","media":{"track":"inbound","chunk":"'
+                    + str(k + 1) + '","timestamp":"' + str(k * 20) + '","payload":"' + b64payload + '"}}')
+        else:
+            text = '{"event":"media","media":{"payload":"' + b64payload + '"}}'
+        self.write(text.encode())
+
+    def stop(self) -> None:
+        if self.protocol == "twilio":
+            self.send_json({"event": "stop", "sequenceNumber": self.next_seq(), "streamSid": self.sid, "stop": {"accountSid": "AC0", "callSid": f"CA{self.index}"}})
+        else:
+            self.send_json({"event": "stop"})
+
+
+async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s: float) -> dict[str, Any]:
+    import heapq
+
+    loop = asyncio.get_running_loop()
+    rate, path = (8000, "/telephone/handler") if protocol == "twilio" else (16000, "/websocket/offer")
+    frames, first_loud, last_loud = load_turn(rate)
+    payloads = [base64.b64encode(f).decode() for f in frames]
+    per_turn = len(frames)
+    total = per_turn * turns
+    conns: list[Conn] = []
+
+    async def open_one(index: int) -> None:
+        _, conn = await loop.create_connection(lambda: Conn(index, protocol, path, f"127.0.0.1:{port}"), "127.0.0.1", port)
+        await conn.upgraded
+        conn.start()
+        conns.append(conn)
+
+    for batch in range(0, sessions, 50):
+        await asyncio.gather(*(open_one(i) for i in range(batch, min(sessions, batch + 50))))
+    t0 = loop.time() + 0.2
+    schedule = [(t0 + random.uniform(0, ramp_s), i, 0) for i in range(len(conns))]
+    heapq.heapify(schedule)
+    send_lag: list[float] = []
+    while schedule:
+        due, i, k = schedule[0]
+        now = loop.time()
+        if due > now:
+            await asyncio.sleep(due - now)
+            continue
+        heapq.heappop(schedule)
+        conn = conns[i]
+        send_lag.append(now - due)
+        conn.media(k, payloads[k % per_turn])
+        conn.sent.append(now)
+        if k + 1 < total:
+            heapq.heappush(schedule, (due + FRAME_S, i, k + 1))
+    await asyncio.sleep(0.5)
+    for conn in conns:
+        conn.stop()
+    await asyncio.wait([asyncio.ensure_future(asyncio.wait_for(c.closed, 10)) for c in conns])
+    for conn in conns:
+        if conn.transport:
+            conn.transport.close()
+
+    latencies, lags, answered = [], [], 0
+    for conn in conns:
+        arrivals = conn.arrivals
+        for turn in range(turns):
+            eos = conn.sent[turn * per_turn + last_loud]
+            next_start = conn.sent[(turn + 1) * per_turn + first_loud] if turn + 1 < turns else float("inf")
+            reply = [t for t in arrivals if eos <= t < next_start]
+            if not reply:
+                continue
+            answered += 1
+            latencies.append(reply[0] - eos)
+            lags.extend(max(0.0, t - (reply[0] + max(0.0, k * FRAME_S - SERVER_MIN_LEAD_S))) for k, t in enumerate(reply))
+    lags.sort()
+    return {
+        "protocol": protocol,
+        "sessions": len(conns),
+        "turns": len(conns) * turns,
+        "answered": answered,
+        "eos_to_audio_median_s": statistics.median(latencies) if latencies else None,
+        "eos_to_audio_p90_s": sorted(latencies)[int(0.9 * (len(latencies) - 1))] if latencies else None,
+        "reply_lag_mean_ms": 1000 * statistics.fmean(lags) if lags else None,
+        "reply_lag_p95_ms": 1000 * lags[int(0.95 * (len(lags) - 1))] if lags else None,
+        "client_send_lag_mean_ms": 1000 * statistics.fmean(send_lag),
+        "client_send_lag_max_ms": 1000 * max(send_lag),
+        "errors": sum(len(c.errors) for c in conns),
+        "first_error": next((c.errors[0] for c in conns if c.errors), None),
+    }
+
+
+# ------------------------------------------------------------------------------- driver
+def http_json(port: int, path: str, method: str = "GET") -> dict[str, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(port: int, handler: str) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen([sys.executable, __file__, "serve", "--port", str(port), "--handler", handler])
+    for _ in range(300):
+        try:
+            http_json(port, "/bench/stats")
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("the benchmark server did not start")
+
+
+def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for protocol in args.protocol.split(","):
+        port = args.port
+        server = start_server(port, args.handler)
+        try:
+            for sessions in [int(n) for n in args.sessions.split(",")]:
+                http_json(port, "/bench/reset", "POST")
+                cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+                client = subprocess.run(
+                    [sys.executable, __file__, "client", "--port", str(port), "--protocol", protocol,
+                     "--sessions", str(sessions), "--turns", str(args.turns), "--ramp", str(args.ramp)],
+                    capture_output=True, text=True, check=True,
+                )
+                cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
+                row = {**json.loads(client.stdout), **http_json(port, "/bench/stats"), "server_cpu_pct": 100 * cpu}
+                row["held"] = bool(row["reply_lag_mean_ms"] is not None and row["reply_lag_mean_ms"] < 20 and row["answered"] == row["turns"])
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                time.sleep(1.0)
+        finally:
+            server.terminate()
+            server.wait(10)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def f(value: Any, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    lines = [
+        "| protocol | sessions | held | answered | reply lag mean / p95 (ms) | loop lag mean / p99 (ms) | EoS → audio median / p90 (s) | server CPU | client send lag mean (ms) |",
+        "| --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['protocol']} | {r['sessions']} | {'yes' if r['held'] else 'no'} | {r['answered']}/{r['turns']} | "
+            f"{f(r['reply_lag_mean_ms'], '.1f')} / {f(r['reply_lag_p95_ms'], '.1f')} | "
+            f"{r['loop_lag_mean_ms']:.1f} / {r['loop_lag_p99_ms']:.1f} | "
+            f"{f(r['eos_to_audio_median_s'], '.3f')} / {f(r['eos_to_audio_p90_s'], '.3f')} | "
+            f"{r['server_cpu_pct']:.0f}% | {r['client_send_lag_mean_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    p_serve = sub.add_parser("serve")
+    p_serve.add_argument("--port", type=int, default=8765)
+    p_serve.add_argument("--handler", default="auto", choices=["auto", "reply_on_pause", "energy", "sink"])
+    p_serve.add_argument("--profile", help="write cProfile stats here when the server stops")
+    p_serve.add_argument("--ws", default="websockets-sansio", help="uvicorn WebSocket implementation")
+    p_client = sub.add_parser("client")
+    p_client.add_argument("--port", type=int, default=8765)
+    p_client.add_argument("--protocol", default="fastrtc", choices=["fastrtc", "twilio"])
+    p_client.add_argument("--sessions", type=int, default=100)
+    p_client.add_argument("--turns", type=int, default=3)
+    p_client.add_argument("--ramp", type=float, default=2.0)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--handler", default="auto", choices=["auto", "reply_on_pause", "energy", "sink"])
+    parser.add_argument("--protocol", default="fastrtc,twilio")
+    parser.add_argument("--sessions", default="100,200,300")
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which sessions start talking")
+    args = parser.parse_args()
+    if args.command == "serve":
+        serve(args.port, args.handler, args.profile, args.ws)
+    elif args.command == "client":
+        import uvloop
+
+        print(json.dumps(uvloop.run(run_client(args.port, args.protocol, args.sessions, args.turns, args.ramp))))
+    else:
+        rows = sweep(args)
+        label = rows and http_handler_label(rows)
+        print(f"handler: {label}\n")
+        print(table(rows))
+
+
+def http_handler_label(rows: list[dict[str, Any]]) -> str:
+    return str(rows[0].get("handler", "?"))
+
+
+if __name__ == "__main__":
+    main()
