@@ -412,3 +412,29 @@ _calls: dict[str, int] = {}
 def _count(session: Any) -> int:
     _calls[session.id] = _calls.get(session.id, 0) + 1
     return _calls[session.id]
+
+
+# -- ReplyOnPause (the demo) -------------------------------------------------------------------
+async def test_reply_on_pause_echo_demo_over_webrtc() -> None:
+    from flowrtc.cli import demo_stream
+
+    stream = demo_stream()
+    clip = load_clip(HELLO, 48000)
+    with running_server(stream.app()) as server:
+        async with httpx.AsyncClient() as client:
+            peer = ClientPeer(server.url, audio=clip, lead_silence_s=0.3)
+            await peer.connect(client)
+            await peer.wait_connected()
+            # The reply (the utterance itself) comes once the pause is detected.
+            assert await wait_for(lambda: peer.messages_of("fetch_output"), 8), peer.messages
+            assert await wait_for(lambda: envelope(peer.received_audio()).max(initial=0) > 0.3 * envelope(clip.samples[0]).max(), 6)
+            await asyncio.sleep(1.6)
+            await peer.close()
+        received = envelope(peer.received_audio())
+        start = int(np.argmax(received > 0.1 * received.max()))
+        # Nothing played while the user spoke (0.3 s lead + 1.4 s of speech): it is a reply, not an echo.
+        assert start * 0.02 > 1.5, start
+        sent = envelope(clip.samples[0])
+        _, correlation = best_lag(sent, received[max(0, start - 30) :], max_lag=60)
+        assert correlation > 0.8, correlation
+        await assert_all_closed(stream, server)
