@@ -21,8 +21,9 @@ Per session count it reports:
 * **answered**: turns that got reply audio before the next turn began;
 * **EoS → audio**: end of speech (send time of the last 20 ms frame with speech) to
   the first reply frame at the client, wall clock, median and p90;
-* server CPU (% of one core) and the client's own send lag (if that grows, the client
-  was the bottleneck and the row is void).
+* server CPU (% of one core), how long the server was runnable but waiting for a CPU
+  ("starved": other processes took the cores; such rows measure the machine, not
+  flowrtc), and the client's own send lag (if that grows, the client was the bottleneck).
 
 A count is **held** when mean reply lag < 20 ms and every turn was answered.
 Targets (2-core machine): ≥ 300 sessions held; EoS → first audio ≤ 0.5 s median.
@@ -426,9 +427,16 @@ def http_json(port: int, path: str, method: str = "GET") -> dict[str, Any]:
         return json.loads(response.read())
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU time, time spent runnable but waiting for a CPU) of a process, in seconds, over all its threads."""
+    cpu = wait = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            on_cpu, waiting, _ = (int(v) for v in (task / "schedstat").read_text().split())
+        except (OSError, ValueError):
+            continue
+        cpu, wait = cpu + on_cpu, wait + waiting
+    return cpu / 1e9, wait / 1e9
 
 
 def start_server(port: int, handler: str) -> subprocess.Popen[bytes]:
@@ -451,14 +459,17 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             for sessions in [int(n) for n in args.sessions.split(",")]:
                 http_json(port, "/bench/reset", "POST")
-                cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+                (cpu0, wait0), wall0 = cpu_seconds(server.pid), time.monotonic()
                 client = subprocess.run(
                     [sys.executable, __file__, "client", "--port", str(port), "--protocol", protocol,
                      "--sessions", str(sessions), "--turns", str(args.turns), "--ramp", str(args.ramp)],
                     capture_output=True, text=True, check=True,
                 )
-                cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
-                row = {**json.loads(client.stdout), **http_json(port, "/bench/stats"), "server_cpu_pct": 100 * cpu}
+                cpu1, wait1 = cpu_seconds(server.pid)
+                wall = time.monotonic() - wall0
+                row = {**json.loads(client.stdout), **http_json(port, "/bench/stats"),
+                       "server_cpu_pct": 100 * (cpu1 - cpu0) / wall, "server_starved_pct": 100 * (wait1 - wait0) / wall,
+                       "load_avg_1min": os.getloadavg()[0]}
                 row["held"] = bool(row["reply_lag_mean_ms"] is not None and row["reply_lag_mean_ms"] < 20 and row["answered"] == row["turns"])
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
@@ -474,8 +485,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         return "–" if value is None else format(value, spec)
 
     lines = [
-        "| protocol | sessions | held | answered | reply lag mean / p95 (ms) | loop lag mean / p99 (ms) | EoS → audio median / p90 (s) | server CPU | client send lag mean (ms) |",
-        "| --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| protocol | sessions | held | answered | reply lag mean / p95 (ms) | loop lag mean / p99 (ms) | EoS → audio median / p90 (s) | server CPU | server starved | client send lag mean (ms) |",
+        "| --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
@@ -483,7 +494,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{f(r['reply_lag_mean_ms'], '.1f')} / {f(r['reply_lag_p95_ms'], '.1f')} | "
             f"{r['loop_lag_mean_ms']:.1f} / {r['loop_lag_p99_ms']:.1f} | "
             f"{f(r['eos_to_audio_median_s'], '.3f')} / {f(r['eos_to_audio_p90_s'], '.3f')} | "
-            f"{r['server_cpu_pct']:.0f}% | {r['client_send_lag_mean_ms']:.1f} |"
+            f"{r['server_cpu_pct']:.0f}% | {r['server_starved_pct']:.0f}% | {r['client_send_lag_mean_ms']:.1f} |"
         )
     return "\n".join(lines)
 

@@ -274,3 +274,21 @@ async def test_close_stream_from_handler_waits_for_queued_audio() -> None:
             await collect(ws, received)
     assert sum(len(payload_samples(m)) for _, m in received.of("media")) == 24000
     assert (received.close_code, received.close_reason) == (1000, "bye")
+
+
+async def test_playout_is_bounded_and_clear_drops_the_frame_in_flight() -> None:
+    from flowrtc.adapters.websocket import Playout
+
+    playout = Playout(max_queued_s=0.06)
+    frame = AudioChunk(np.zeros((1, 320), np.int16), 16000)  # 20 ms
+    for _ in range(3):
+        await playout.put(frame)
+    with anyio.move_on_after(0.05) as blocked:
+        await playout.put(frame)  # 60 ms queued: the producer waits
+    assert blocked.cancelled_caught
+    generation, _ = await playout.get()
+    await playout.put(frame)  # room again
+    assert playout.clear() == 3 and generation != playout.generation, "the sender must drop what it holds"
+    playout.done()
+    with anyio.fail_after(1):
+        await playout.drained()

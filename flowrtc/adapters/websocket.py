@@ -88,7 +88,7 @@ class Playout:
     a frame the sender has taken but not yet sent is dropped as well.
     """
 
-    __slots__ = ("max_queued_s", "generation", "_frames", "_queued_s", "_in_flight", "_changed")
+    __slots__ = ("max_queued_s", "generation", "_frames", "_queued_s", "_in_flight", "_changed", "_waiters")
 
     def __init__(self, max_queued_s: float) -> None:
         self.max_queued_s = max_queued_s
@@ -97,42 +97,47 @@ class Playout:
         self._queued_s = 0.0
         self._in_flight = False
         self._changed = anyio.Event()
+        self._waiters = 0
 
     def __len__(self) -> int:
         return len(self._frames)
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._waiters:  # an Event per change costs more than the rest of a put
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def _wait(self) -> None:
+        self._waiters += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._waiters -= 1
 
     async def put(self, frame: AudioChunk) -> None:
         while self._queued_s >= self.max_queued_s:
-            await self._changed.wait()
+            await self._wait()
         self._frames.append(frame)
         self._queued_s += frame.duration_s
-        if len(self._frames) == 1:
-            self._notify()
+        self._notify()
 
     async def get(self) -> tuple[int, AudioChunk]:
         """The next frame and the generation it belongs to; call :meth:`done` after sending it."""
         while not self._frames:
-            await self._changed.wait()
+            await self._wait()
         frame = self._frames.popleft()
-        was_full = self._queued_s >= self.max_queued_s
         self._queued_s -= frame.duration_s
         self._in_flight = True
-        if was_full:
-            self._notify()
+        self._notify()
         return self.generation, frame
 
     async def wait_for_frames(self) -> None:
         while not self._frames:
-            await self._changed.wait()
+            await self._wait()
 
     def done(self) -> None:
         self._in_flight = False
-        if not self._frames:
-            self._notify()
+        self._notify()
 
     def clear(self) -> int:
         """Drop every queued frame; returns how many were dropped."""
@@ -146,7 +151,7 @@ class Playout:
     async def drained(self) -> None:
         """Wait until every queued frame has been sent (or dropped)."""
         while self._frames or self._in_flight:
-            await self._changed.wait()
+            await self._wait()
 
 
 def stream_limits(stream: Any) -> Limits:
