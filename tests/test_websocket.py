@@ -292,3 +292,4 @@ async def test_playout_is_bounded_and_clear_drops_the_frame_in_flight() -> None:
     playout.done()
     with anyio.fail_after(1):
         await playout.drained()
+

@@ -279,6 +279,10 @@ class MediaSocket:
             await self._serve()
         except WireError as error:
             await self.fail(error)
+        except Exception as exc:  # the handler's graph could not start: this session only
+            logger.exception("%s session failed to start", self.transport)
+            await self.send_json(error_message(type(exc).__name__, str(exc) or type(exc).__name__))
+            await self.close(CloseCode.INTERNAL_ERROR, type(exc).__name__)
         finally:
             slots.release()
             await self.close()
