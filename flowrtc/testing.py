@@ -11,10 +11,11 @@ A pytest plugin (loaded automatically once flowrtc is installed) provides the
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import anyio
 import av
@@ -223,7 +224,8 @@ async def arun(
     messages: Sequence[tuple[float, Any]] = (),
     inputs: Sequence[tuple[float, Sequence[Any]]] = (),
     trailing_silence_s: float = 0.0,
-    timeout_s: float = 120.0,
+    timeout_s: float | None = 120.0,
+    progress: Callable[[float, float], None] | None = None,
     **session_options: Any,
 ) -> Recording:
     """Play media through ``graph`` and record what it emits.
@@ -236,6 +238,8 @@ async def arun(
         messages: ``(media_time_s, message)`` client messages, delivered in band at that time.
         inputs: ``(media_time_s, args)``: call ``set_input(*args)`` at that media time.
         trailing_silence_s: silence appended to the audio (lets a pause be detected after the last word).
+        timeout_s: give up after this many wall-clock seconds (``None``: never).
+        progress: called as ``progress(media_time_s, total_s)`` while the input is fed.
         session_options: passed to :class:`~flowrtc.session.Session`.
     """
     if not isinstance(graph, Graph) and hasattr(graph, "graph"):
@@ -270,6 +274,8 @@ async def arun(
             started = anyio.current_time()
             ports: set[str] = set()
             for at, _, item in feed:
+                if progress is not None:
+                    progress(at, input_duration)
                 if realtime:
                     await anyio.sleep(max(0.0, started + at - anyio.current_time()))
                 if isinstance(item, tuple) and item and item[0] == "message":
@@ -283,7 +289,7 @@ async def arun(
                     await session.send(item)
             await session.end_input()
 
-        with anyio.fail_after(timeout_s):
+        with anyio.fail_after(timeout_s if timeout_s is not None else math.inf):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(feeder)
                 async for item in session:
