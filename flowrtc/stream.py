@@ -15,6 +15,7 @@ from flowrtc.errors import ConfigurationError
 from flowrtc.events import AdditionalOutputs
 from flowrtc.graph import Graph
 from flowrtc.hub import SessionHub
+from flowrtc.inputs import InputSpec, as_input, input_values
 from flowrtc.limits import Limits
 from flowrtc.operators.core import operator, scoped
 from flowrtc.session import Session, current_session
@@ -47,14 +48,19 @@ class Stream:
         handler: a StreamHandler/AsyncStreamHandler (ReplyOnPause, ...), a video
             function, a receive-mode generator, or a flowrtc Graph.
         mode: ``"send-receive"``, ``"send"`` or ``"receive"``.
-        modality: ``"audio"``, ``"video"`` or ``"audio-video"`` (FastRTC's default is video).
+        modality: ``"audio"``, ``"video"`` or ``"audio-video"``. Default: what the handler
+            serves: audio for StreamHandlers (ReplyOnPause, ...), audio-video for
+            AudioVideoStreamHandlers, video otherwise (FastRTC's default).
         concurrency_limit: most sessions at once over all transports; ``"default"`` is 1
             (FastRTC's default), ``None`` means no limit.
         time_limit: seconds a session may last, on every transport (``None``: no limit).
         allow_extra_tracks: ignore tracks of another kind instead of refusing them.
         rtp_params, rtc_configuration, server_rtc_configuration, track_constraints:
             WebRTC settings (client ICE config, server ICE config, capture constraints).
-        additional_inputs: input specs (see :mod:`flowrtc.inputs`) the built-in page renders.
+        additional_inputs: the handler's extra arguments, as :mod:`flowrtc.inputs` specs
+            (``Slider``, ``Number``, ``Textbox``, ``Checkbox``, ``Dropdown``) or any object with
+            a ``.value`` (a Gradio component works; gradio is not imported). The built-in page
+            renders them; their values are the arguments until ``set_input`` sends others.
         limits: message size, payload size, message rate, connection and output bounds
             for every network route (:class:`~flowrtc.limits.Limits`; defaults documented there).
         twilio_auth_token: check ``X-Twilio-Signature`` on the telephone routes with this
@@ -69,7 +75,7 @@ class Stream:
         *,
         additional_outputs_handler: Callable[..., Any] | None = None,
         mode: Mode = "send-receive",
-        modality: Modality = "video",
+        modality: Modality | None = None,
         concurrency_limit: int | None | Literal["default"] = "default",
         time_limit: float | None = None,
         allow_extra_tracks: bool = False,
@@ -84,6 +90,10 @@ class Stream:
         limits: Limits | None = None,
         twilio_auth_token: str | None = None,
     ) -> None:
+        if modality is None:
+            from flowrtc.handlers.build import default_modality
+
+            modality = default_modality(handler)  # type: ignore[assignment]
         if modality not in _MODALITIES:
             raise ConfigurationError(f"modality must be one of {_MODALITIES}, got {modality!r}")
         if mode not in _MODES:
@@ -98,7 +108,7 @@ class Stream:
 
         self.handler = handler
         self.mode: Mode = mode
-        self.modality: Modality = modality
+        self.modality: Modality = modality  # type: ignore[assignment]
         self.concurrency_limit = concurrency_limit
         self.time_limit = time_limit
         self.allow_extra_tracks = allow_extra_tracks
@@ -106,7 +116,7 @@ class Stream:
         self.rtc_configuration = rtc_configuration
         self.server_rtc_configuration = server_rtc_configuration
         self.track_constraints = track_constraints
-        self.additional_inputs = list(additional_inputs or [])
+        self.additional_inputs: list[InputSpec] = [as_input(spec) for spec in additional_inputs or []]
         self.additional_outputs = list(additional_outputs or [])
         self.additional_outputs_handler = additional_outputs_handler
         self.ui_args = dict(ui_args or {})
@@ -115,6 +125,45 @@ class Stream:
         self.twilio_auth_token = twilio_auth_token
         self.hub = SessionHub(concurrency_limit)
         self._graph_factory = graph_factory(handler, modality=modality, mode=mode, stream=self)
+
+    # -- what the handler takes and gives ---------------------------------------------
+    @property
+    def input_sample_rate(self) -> int | None:
+        """Rate in Hz the handler's audio input is converted to (``None``: no audio input).
+
+        The graph resamples whatever a transport delivers; a transport that must tell
+        its client a rate (the WebSocket protocol) uses this one.
+        """
+        if self.modality == "video" or self.mode == "receive":
+            return None
+        return int(getattr(self.handler, "input_sample_rate", 48000))
+
+    @property
+    def output_sample_rate(self) -> int | None:
+        """Rate in Hz of the audio the graph emits (``None``: no audio, or as yielded by a generator)."""
+        if self.modality == "video" or self.mode == "send":
+            return None
+        rate = getattr(self.handler, "output_sample_rate", None)
+        return int(rate) if rate is not None else None
+
+    @property
+    def event_handler(self) -> Any:
+        """FastRTC's name for :attr:`handler`."""
+        return self.handler
+
+    @property
+    def additional_input_components(self) -> list[InputSpec]:
+        """FastRTC's name for :attr:`additional_inputs`."""
+        return self.additional_inputs
+
+    @property
+    def additional_output_components(self) -> list[Any]:
+        """FastRTC's name for :attr:`additional_outputs`."""
+        return self.additional_outputs
+
+    def input_values(self) -> list[Any]:
+        """The additional inputs' default values: the handler's extra arguments until ``set_input``."""
+        return input_values(self.additional_inputs)
 
     # -- sessions ------------------------------------------------------------------
     def graph(self) -> Graph:

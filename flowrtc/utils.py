@@ -1,0 +1,131 @@
+"""FastRTC's helper functions: waiting on queues and converting audio.
+
+* :func:`wait_for_item`: the idiom for an ``emit`` that must not block forever.
+* :func:`audio_to_bytes` / :func:`audio_to_file`: a ``(rate, ndarray)`` tuple as an
+  encoded file (MP3 by default), for speech APIs that take files.
+* :func:`aggregate_bytes_to_16bit` / :func:`async_aggregate_bytes_to_16bit`: raw
+  PCM16 byte chunks of any length (as TTS APIs stream them) as int16 arrays.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, AsyncIterable, AsyncIterator, Iterable, Iterator
+
+import anyio
+import av
+import numpy as np
+
+from flowrtc.errors import MediaError
+from flowrtc.media import AudioChunk
+
+__all__ = [
+    "wait_for_item",
+    "audio_to_bytes",
+    "audio_to_file",
+    "aggregate_bytes_to_16bit",
+    "async_aggregate_bytes_to_16bit",
+]
+
+_FORMATS = {"mp3": ("mp3", "libmp3lame"), "wav": ("wav", "pcm_s16le"), "flac": ("flac", "flac")}
+# MP3 only exists at these rates; other rates are converted to the nearest one above.
+_MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+async def wait_for_item(queue: Any, timeout: float = 0.1) -> Any:
+    """The next item of an ``asyncio.Queue``, or ``None`` if none arrives within ``timeout`` seconds.
+
+    No item is lost when the wait times out. Works with anything that has an
+    awaitable ``get()``.
+    """
+    with anyio.move_on_after(timeout):
+        return await queue.get()
+    return None
+
+
+def _encode(audio: tuple[int, np.ndarray] | AudioChunk, fmt: str) -> bytes:
+    if fmt not in _FORMATS:
+        raise MediaError(f"audio format must be one of {sorted(_FORMATS)}, got {fmt!r}")
+    chunk = audio if isinstance(audio, AudioChunk) else AudioChunk.from_tuple(audio)
+    chunk = chunk.to_int16()
+    if chunk.channels > 2:
+        chunk = chunk.to_layout("stereo")
+    container_format, codec = _FORMATS[fmt]
+    rate = chunk.sample_rate
+    if fmt == "mp3" and rate not in _MP3_RATES:
+        rate = next((r for r in _MP3_RATES if r >= rate), 48000)
+    sink = io.BytesIO()
+    with av.open(sink, "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate, layout=chunk.layout)
+        context = stream.codec_context
+        frame_size = context.frame_size or None
+        resampler = av.AudioResampler(format=context.format.name, layout=chunk.layout, rate=rate, frame_size=frame_size)
+        container.start_encoding()  # the header, even for empty audio
+        frames = [*resampler.resample(chunk.with_pts(0).to_av("s16")), *resampler.resample(None)] if chunk.n_samples else []
+        for frame in frames:
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return sink.getvalue()
+
+
+def audio_to_bytes(audio: tuple[int, np.ndarray] | AudioChunk, format: str = "mp3") -> bytes:
+    """Encode ``(sample_rate, ndarray)`` audio (any FastRTC shape, int16 or float) as a file's bytes.
+
+    ``format`` is ``"mp3"`` (FastRTC's choice, what speech APIs accept), ``"wav"`` or ``"flac"``.
+    """
+    return _encode(audio, format)
+
+
+def audio_to_file(audio: tuple[int, np.ndarray] | AudioChunk, format: str = "mp3") -> str:
+    """Write ``(sample_rate, ndarray)`` audio to a new temporary file and return its path.
+
+    The caller owns the file and deletes it when done.
+    """
+    data = _encode(audio, format)
+    handle, path = tempfile.mkstemp(suffix=f".{format}", prefix="flowrtc-")
+    with os.fdopen(handle, "wb") as file:
+        file.write(data)
+    return str(Path(path))
+
+
+class _Int16Aggregator:
+    """Carries an odd trailing byte over to the next chunk."""
+
+    __slots__ = ("_carry",)
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def push(self, chunk: bytes) -> np.ndarray | None:
+        data = self._carry + bytes(chunk)
+        whole = len(data) - len(data) % 2
+        self._carry = data[whole:]
+        if not whole:
+            return None
+        return np.frombuffer(data[:whole], dtype="<i2").astype(np.int16).reshape(1, -1)
+
+
+def aggregate_bytes_to_16bit(chunks_iterator: Iterable[bytes]) -> Iterator[np.ndarray]:
+    """Turn byte chunks of any length (little-endian PCM16) into int16 arrays shaped ``(1, n)``.
+
+    A sample split across two chunks is joined; a final odd byte is dropped.
+    """
+    aggregator = _Int16Aggregator()
+    for chunk in chunks_iterator:
+        samples = aggregator.push(chunk)
+        if samples is not None:
+            yield samples
+
+
+async def async_aggregate_bytes_to_16bit(chunks_iterator: AsyncIterable[bytes]) -> AsyncIterator[np.ndarray]:
+    """:func:`aggregate_bytes_to_16bit` for an async iterable of byte chunks."""
+    aggregator = _Int16Aggregator()
+    async for chunk in chunks_iterator:
+        samples = aggregator.push(chunk)
+        if samples is not None:
+            yield samples
