@@ -14,7 +14,7 @@ import anyio
 import numpy as np
 import pytest
 
-import flowrtc.handlers.build as build
+import flowrtc.handlers.driver as driver
 from flowrtc import (
     AdditionalOutputs,
     AsyncAudioVideoStreamHandler,
@@ -241,7 +241,7 @@ class Producer(StreamHandler):
 
 @pytest.mark.parametrize("notify", [True, False])
 async def test_output_made_in_the_background_is_picked_up_by_poll_or_notify_emit(monkeypatch: pytest.MonkeyPatch, notify: bool) -> None:
-    monkeypatch.setattr(build, "MAX_POLL_S", 0.05 if not notify else 30.0)
+    monkeypatch.setattr(driver, "MAX_POLL_S", 0.05 if not notify else 30.0)
     handler = Producer(notify)
     stream = Stream(handler, modality="audio")
     async with stream.session("p", transport="test") as session:

@@ -15,7 +15,8 @@ from flowrtc.handlers.base import (
     StreamHandler,
     StreamHandlerBase,
 )
-from flowrtc.handlers.build import graph_factory, stream_handler_graph
+from flowrtc.handlers.build import graph_factory
+from flowrtc.handlers.driver import stream_handler_graph
 from flowrtc.handlers.generators import receive_graph
 from flowrtc.handlers.video import VideoStreamHandler, video_function_graph
 

@@ -5,7 +5,7 @@ Subclass :class:`StreamHandler` (sync methods, run in worker threads) or
 and ``copy``; :class:`AudioVideoStreamHandler` and
 :class:`AsyncAudioVideoStreamHandler` add ``video_receive`` and ``video_emit``.
 
-How a handler is driven (see :mod:`flowrtc.handlers.build`): ``receive`` is
+How a handler is driven (see :mod:`flowrtc.handlers.driver`): ``receive`` is
 called once per 20 ms input frame, in order; ``emit`` is called right after
 each ``receive`` (and after ``start_up``) until it returns ``None``. While
 nothing happens, a sync ``emit`` is polled at most every 20 ms, backing off to
@@ -39,7 +39,7 @@ from flowrtc.media import AudioChunk
 from flowrtc.session import Session, current_session
 
 if TYPE_CHECKING:
-    from flowrtc.handlers.build import _Driver
+    from flowrtc.handlers.driver import _Driver
 
 __all__ = [
     "StreamHandlerBase",
@@ -154,7 +154,7 @@ class StreamHandlerBase:
     # -- the graph -------------------------------------------------------------------
     def graph(self) -> Graph:
         """The per-session graph that drives this handler (``receive`` per frame, event-driven ``emit``)."""
-        from flowrtc.handlers.build import stream_handler_graph
+        from flowrtc.handlers.driver import stream_handler_graph
 
         return stream_handler_graph(self)
 

@@ -20,7 +20,7 @@ import anyio
 from flowrtc.events import CloseStream
 from flowrtc.graph import Graph, Ports
 from flowrtc.handlers.base import resolve_args
-from flowrtc.handlers.build import _AudioPlacer, _quietly
+from flowrtc.handlers.driver import _AudioPlacer, _quietly
 from flowrtc.handlers.video import required_parameters
 from flowrtc.operators.core import scoped
 from flowrtc.operators.handler import iterate_call
