@@ -432,9 +432,46 @@ async def test_reply_on_pause_echo_demo_over_webrtc() -> None:
             await peer.close()
         received = envelope(peer.received_audio())
         start = int(np.argmax(received > 0.1 * received.max()))
-        # Nothing played while the user spoke (0.3 s lead + 1.4 s of speech): it is a reply, not an echo.
-        assert start * 0.02 > 1.5, start
+        # Nothing played while the user spoke: it is a reply, not an echo.
+        reply_at = next(at for at, samples in peer.audio_in if envelope(samples).max() > 0.1 * received.max())
+        speech_end = peer.audio_track.started_at + 0.3 + clip.duration_s
+        assert reply_at > speech_end, reply_at - speech_end
         sent = envelope(clip.samples[0])
         _, correlation = best_lag(sent, received[max(0, start - 30) :], max_lag=60)
         assert correlation > 0.8, correlation
         await assert_all_closed(stream, server)
+
+
+# -- conversions ------------------------------------------------------------------------------
+def test_audio_level_matches_aiortc() -> None:
+    import av
+
+    from flowrtc.adapters import webrtc_tracks
+
+    rng = np.random.default_rng(7)
+    for amplitude in (0, 1, 30, 1000, 12000, 40000):
+        samples = np.clip(rng.standard_normal(1920) * amplitude, -32768, 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate = 48000
+        assert webrtc_tracks.audio_level_dbov(frame) == webrtc_tracks.aiortc_audio_level_dbov(frame), amplitude
+    from aiortc import rtp
+
+    assert rtp.compute_audio_level_dbov is webrtc_tracks.audio_level_dbov
+
+
+def test_output_frames_are_20_ms_48_khz_stereo() -> None:
+    from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, chunk_from_frame
+
+    encoder = AudioFrameEncoder()
+    speech = load_clip(HELLO)  # 8 kHz mono
+    frames = [frame for start in range(0, speech.n_samples, 1234) for frame in encoder.push(speech.slice(start, start + 1234))]
+    frames += encoder.flush()
+    assert all(frame.samples == 960 and frame.sample_rate == 48000 and frame.layout.name == "stereo" and frame.format.name == "s16" for frame in frames)
+    assert abs(len(frames) * 0.02 - speech.duration_s) <= 0.02
+    # Stereo 48 kHz float chunks are only re-cut; an Interrupt's reset drops the partial frame.
+    encoder.push(AudioChunk(np.full((2, 500), 0.5, np.float32), 48000))
+    encoder.reset()
+    assert encoder.flush() == []
+    back = chunk_from_frame(frames[10], pts=4800)
+    assert back.samples.shape == (2, 960) and back.pts == 4800 and back.sample_rate == 48000
+    assert np.array_equal(back.samples[0], back.samples[1])

@@ -36,7 +36,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from flowrtc.adapters.messages import encode_message, to_wire
 from flowrtc.adapters.webrtc_signalling import SignallingError, offered_kinds, parse_candidate
-from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack
+from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Interrupt
 from flowrtc.hub import ConcurrencyLimitReached, ConnectionExists
@@ -406,7 +406,7 @@ class WebRTCTransport:
                     except MediaStreamError:
                         return
                     if track.kind == "audio":
-                        item: Any = AudioChunk.from_av(frame).with_pts(pts)
+                        item: Any = chunk_from_frame(frame, pts)
                         pts = item.end_pts
                     else:
                         item = VideoFrame.from_av(frame)
