@@ -598,3 +598,14 @@ async def test_handler_errors_propagate(hello: AudioChunk) -> None:
 
 def test_aiostream_is_the_algebra_we_interoperate_with() -> None:
     assert aiostream.__version__.split(".")[0] == "0"
+
+
+def test_handler_steps_an_iterator_a_plain_function_returns(hello: AudioChunk) -> None:
+    # FastRTC called next() on whatever a handler returned; iter(...)/map(...) results are iterators, not generators.
+    from flowrtc.graph import Graph
+    from flowrtc.testing import run
+
+    frames = hello.slice(0, 480)
+    graph = Graph(audio=handler(lambda audio: iter([audio, audio])))
+    recording = run(graph, audio=frames)
+    assert sum(chunk.n_samples for chunk in recording.audio_chunks) == 2 * frames.n_samples

@@ -71,14 +71,16 @@ async def iterate_call(
         result = await anyio.to_thread.run_sync(lambda: fn(*args), limiter=limiter)
         if inspect.isawaitable(result):
             result = await result
-    if inspect.isasyncgen(result):
+    if hasattr(result, "__anext__"):
         try:
             async for value in result:
                 yield value
         finally:
             with anyio.CancelScope(shield=True):
-                await result.aclose()
-    elif inspect.isgenerator(result):
+                aclose = getattr(result, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+    elif inspect.isgenerator(result) or _is_plain_iterator(result):
         steps = _iterate_sync(result, limiter)
         try:
             async for value in steps:
@@ -87,6 +89,11 @@ async def iterate_call(
             await steps.aclose()
     elif result is not None:
         yield result
+
+
+def _is_plain_iterator(value: Any) -> bool:
+    """An iterator a function returned (``iter(...)``, ``map(...)``): stepped like a generator."""
+    return hasattr(value, "__next__") and hasattr(value, "__iter__")
 
 
 def normalize_output(value: Any, *, like: Any = None, next_pts: int | None = None) -> list[Any]:
