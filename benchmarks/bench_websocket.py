@@ -64,7 +64,7 @@ def make_handler(kind: str) -> tuple[Any, str]:
         return sink_graph(), "sink (input only)"
     if kind in ("auto", "reply_on_pause"):
         try:
-            from flowrtc.handlers.reply_on_pause import ReplyOnPause
+            from flowrtc import ReplyOnPause
         except ImportError:
             if kind == "reply_on_pause":
                 raise

@@ -329,3 +329,35 @@ async def test_outbound_call_through_the_rest_api() -> None:
         "To": "+15557650000", "From": "+15551230000", "Direction": "outbound-api", "campaign": "spring"}
     with pytest.raises(ConfigurationError):
         await stream.call("+15557650000", "+15551230000", "https://voice.example.org", account_sid=None, auth_token=None)
+
+
+async def test_reply_on_pause_over_the_phone(media_dir: Any) -> None:
+    """A ReplyOnPause echo on a call: the reply, marks echoed back, and clear when the caller talks over it."""
+    from flowrtc import ReplyOnPause
+
+    def echo(audio: tuple[int, np.ndarray]) -> Any:
+        yield audio
+
+    stream = Stream(ReplyOnPause(echo), modality="audio", concurrency_limit=None)
+    clip = load_audio(media_dir / HELLO)
+    async with serve(stream) as host, connect(f"ws://{host}/telephone/handler") as ws:
+        call = FakeTwilio(ws)
+        async with anyio.create_task_group() as group:
+            group.start_soon(call.run)
+            await call.begin()
+            await call.talk([clip, silence(2.6)])  # the whole reply plays
+            marks_after_first = len(call.of("mark"))
+            await call.talk([silence(0.6)])
+            barge_at = anyio.current_time()
+            await call.talk([clip])  # repeat: the second reply is interrupted by a third turn
+            await call.talk([silence(1.0)])
+            await call.talk([clip.slice(0, 4800)])
+            await call.stop()
+    assert marks_after_first >= 1
+    replies = call.of("media")
+    assert replies and all(m["streamSid"] == STREAM_SID for _, m in replies)
+    first_reply = reply_audio([r for r in replies if r[0] < barge_at])
+    assert abs(len(first_reply) / 8000 - clip.duration_s) < 0.6 and rms(first_reply) > 1000
+    clears = call.of("clear")
+    assert clears and clears[-1][1] == {"event": "clear", "streamSid": STREAM_SID}
+    assert not [t for t, _ in replies if t > clears[-1][0]], "nothing of the old reply after clear"

@@ -293,3 +293,32 @@ async def test_playout_is_bounded_and_clear_drops_the_frame_in_flight() -> None:
     with anyio.fail_after(1):
         await playout.drained()
 
+
+
+async def test_reply_on_pause_reply_and_barge_in(media_dir: Any) -> None:
+    """FastRTC's protocol with a ReplyOnPause echo: a reply after the pause, clear when the user talks over it."""
+    from flowrtc import ReplyOnPause
+
+    def echo(audio: tuple[int, np.ndarray]) -> Any:
+        yield audio
+
+    stream = Stream(ReplyOnPause(echo, input_sample_rate=16000), modality="audio", concurrency_limit=None)
+    clip = speech(media_dir, 16000)
+    async with serve(stream) as host:
+        baseline = resource_snapshot()
+        async with connect(f"ws://{host}/websocket/offer") as ws:
+            await ws.send(json.dumps({"event": "start", "websocket_id": "rop"}))  # plain FastRTC start: 16 kHz from the handler
+            received = Received()
+            async with anyio.create_task_group() as group:
+                group.start_soon(collect, ws, received)
+                await talk(ws, [clip, silence(16000, 1.2)])
+                assert received.of("media"), "the reply started within 1.2 s of the end of speech"
+                barge_at = anyio.current_time()
+                await talk(ws, [clip.slice(0, 9600)])
+                await ws.send('{"event":"stop"}')
+        logs = [m["data"] for _, m in received.messages if isinstance(m, dict) and m.get("type") == "log"]
+        assert logs[:3] == ["started_talking", "pause_detected", "response_starting"]
+        clears = received.of("clear")
+        assert clears and clears[0][0] - barge_at < 0.5, "clear at speech onset, not after the next pause"
+        assert not [t for t, _ in received.of("media") if t > clears[0][0]]
+        await settle(stream, baseline)
