@@ -475,3 +475,14 @@ def test_output_frames_are_20_ms_48_khz_stereo() -> None:
     back = chunk_from_frame(frames[10], pts=4800)
     assert back.samples.shape == (2, 960) and back.pts == 4800 and back.sample_rate == 48000
     assert np.array_equal(back.samples[0], back.samples[1])
+    mono = chunk_from_frame(frames[10], pts=4800, mono=True)
+    assert mono.samples.shape == (1, 960) and np.array_equal(mono.samples[0], back.samples[0])
+
+
+def test_stereo_input_only_when_the_offer_says_so() -> None:
+    from flowrtc.adapters.webrtc_signalling import declares_stereo
+
+    browser = "m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
+    assert not declares_stereo(browser)
+    assert declares_stereo(browser.replace("useinbandfec=1", "useinbandfec=1;sprop-stereo=1"))
+    assert not declares_stereo("a=rtpmap:0 PCMU/8000\r\na=fmtp:0 sprop-stereo=1\r\n")

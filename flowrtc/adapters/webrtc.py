@@ -3,9 +3,9 @@
 The adapter only converts. Each peer connection is one
 ``stream.session(webrtc_id, transport="webrtc")``:
 
-* input: every decoded aiortc frame becomes an AudioChunk (48 kHz stereo int16,
-  pts = samples received) or a VideoFrame (bgr24) and goes to the session; the
-  graph resamples. A reader per track keeps aiortc's (unbounded) queue empty
+* input: every decoded aiortc frame becomes an AudioChunk (48 kHz int16, mono
+  unless the client declared stereo Opus; pts = samples received) or a
+  VideoFrame (bgr24) and goes to the session; the graph resamples. A reader per track keeps aiortc's (unbounded) queue empty
   and hands frames on through a bounded buffer that drops the oldest frame
   when the graph falls more than ``input_buffer_frames`` behind.
 * output: AudioChunks → 20 ms 48 kHz stereo frames → :class:`AudioOutputTrack`
@@ -35,7 +35,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from flowrtc.adapters.messages import encode_message, to_wire
-from flowrtc.adapters.webrtc_signalling import SignallingError, offered_kinds, parse_candidate
+from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, offered_kinds, parse_candidate
 from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Interrupt
@@ -96,6 +96,7 @@ class Peer:
     pending: list[str] = field(default_factory=list)
     inbox: Any = None  # client messages for the session (bounded)
     rate: RateLimiter | None = None  # client messages per second (Stream.limits)
+    stereo_input: bool = False  # the client declared stereo Opus (sprop-stereo=1)
 
     def end(self, reason: str) -> None:
         if not self.ended.is_set():
@@ -228,7 +229,7 @@ class WebRTCTransport:
         return True
 
     def statistics(self) -> dict[str, Any]:
-        """Per-peer counters (queue depths, frames played, silence sent) for monitoring."""
+        """Per-peer counters (queue depth, frames played, pauses, clock re-anchors) for monitoring."""
         stats: dict[str, Any] = {}
         for webrtc_id, peer in self.peers.items():
             audio = peer.audio_out
@@ -236,7 +237,8 @@ class WebRTCTransport:
                 "state": peer.pc.connectionState,
                 "audio_queued": audio.queued if audio else 0,
                 "audio_played": audio.frames_played if audio else 0,
-                "audio_silent": audio.silent_frames if audio else 0,
+                "audio_primers": audio.primers if audio else 0,
+                "audio_idle_s": audio.idle_s if audio else 0.0,
                 "audio_reanchors": audio.reanchors if audio else 0,
                 "video_sent": peer.video_out.frames_sent if peer.video_out else 0,
             }
@@ -304,6 +306,7 @@ class WebRTCTransport:
             elif state in ("failed", "closed"):
                 peer.end(f"connection {state}")
 
+        peer.stereo_input = declares_stereo(sdp)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if stream.mode != "send":
             for transceiver in pc.getTransceivers():
@@ -406,7 +409,7 @@ class WebRTCTransport:
                     except MediaStreamError:
                         return
                     if track.kind == "audio":
-                        item: Any = chunk_from_frame(frame, pts)
+                        item: Any = chunk_from_frame(frame, pts, mono=not peer.stereo_input)
                         pts = item.end_pts
                     else:
                         item = VideoFrame.from_av(frame)

@@ -7,7 +7,7 @@ from typing import Any
 from aiortc import RTCIceCandidate
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-__all__ = ["SignallingError", "offered_kinds", "parse_candidate"]
+__all__ = ["SignallingError", "declares_stereo", "offered_kinds", "parse_candidate"]
 
 
 class SignallingError(Exception):
@@ -32,6 +32,20 @@ def offered_kinds(sdp: str) -> list[str]:
     if not description.media:
         raise SignallingError("invalid_sdp", detail="the offer has no media sections")
     return [media.kind for media in description.media]
+
+
+def declares_stereo(sdp: str) -> bool:
+    """Whether the offer says its Opus audio is stereo (``sprop-stereo=1``, RFC 7587).
+
+    Browsers send mono unless told otherwise; aiortc decodes Opus to two channels anyway.
+    """
+    opus = {line.split()[0].split(":")[1] for line in sdp.splitlines() if line.startswith("a=rtpmap:") and "opus/" in line.lower()}
+    for line in sdp.splitlines():
+        if line.startswith("a=fmtp:") and line.split()[0].split(":")[1] in opus:
+            parameters = {part.strip().split("=")[0]: part.strip().partition("=")[2] for part in line.split(" ", 1)[-1].split(";")}
+            if parameters.get("sprop-stereo") == "1":
+                return True
+    return False
 
 
 def parse_candidate(candidate: dict[str, Any] | None) -> RTCIceCandidate | None:

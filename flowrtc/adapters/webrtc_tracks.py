@@ -60,8 +60,9 @@ _VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 # would push the whole queue back by the stall). Past this much lateness the
 # sender was stuck rather than late, and the clock re-anchors instead.
 _MAX_AUDIO_LAG_S = 1.0
-# How long a late recv() waits for the producer's frames before sending silence.
-_MAX_LATE_WAIT_S = 0.2
+# Nothing to play for longer than this is a pause (the RTP clock jumps over it);
+# shorter waits are a late producer (its frames keep the timeline and catch up).
+_MAX_PAUSE_KEPT_S = 0.2
 _SILENCE = bytes(SAMPLES_PER_FRAME * 2 * 2)
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
@@ -122,12 +123,19 @@ def _to_frame(chunk: AudioChunk) -> av.AudioFrame:
     return frame
 
 
-def chunk_from_frame(frame: av.AudioFrame, pts: int) -> AudioChunk:
-    """A decoded aiortc frame (packed s16, what its Opus/G.711 decoders give) as an AudioChunk, one copy."""
+def chunk_from_frame(frame: av.AudioFrame, pts: int, *, mono: bool = False) -> AudioChunk:
+    """A decoded aiortc frame (packed s16, what its Opus/G.711 decoders give) as an AudioChunk, one copy.
+
+    ``mono``: keep the first channel only (aiortc's Opus decoder always gives two;
+    for a mono sender the second is a copy).
+    """
     channels = frame.layout.nb_channels
     if frame.format.name != "s16" or channels > 2:
-        return AudioChunk.from_av(frame).with_pts(pts)
+        chunk = AudioChunk.from_av(frame).with_pts(pts)
+        return chunk.to_layout("mono") if mono else chunk
     data = np.frombuffer(frame.planes[0], np.int16, frame.samples * channels).reshape(frame.samples, channels)
+    if mono or channels == 1:
+        return AudioChunk(seal(data[:, 0].copy()[None, :]), frame.sample_rate, pts)
     return AudioChunk(seal(np.ascontiguousarray(data.T)), frame.sample_rate, pts)
 
 
@@ -157,7 +165,7 @@ def _silence_frame() -> av.AudioFrame:
 
 
 class AudioOutputTrack(MediaStreamTrack):
-    """Plays queued 20 ms frames in real time; silence when the queue is empty.
+    """Plays queued 20 ms frames in real time; sends nothing while there is nothing to play.
 
     Args:
         queue_frames: most frames queued before :meth:`put` waits (backpressure
@@ -171,15 +179,17 @@ class AudioOutputTrack(MediaStreamTrack):
         self._send, self._receive = anyio.create_memory_object_stream[av.AudioFrame](max(1, queue_frames))
         self._pts = 0
         self._start: float | None = None
+        self._held: av.AudioFrame | None = None
         self.frames_played = 0
-        self.silent_frames = 0
+        self.primers = 0
         self.frames_flushed = 0
         self.reanchors = 0
+        self.idle_s = 0.0
 
     @property
     def queued(self) -> int:
         """Frames waiting to play."""
-        return self._send.statistics().current_buffer_used
+        return self._send.statistics().current_buffer_used + (self._held is not None)
 
     async def put(self, frame: av.AudioFrame) -> bool:
         """Queue one 20 ms frame, waiting while the queue is full; ``False`` once the track has stopped."""
@@ -191,7 +201,8 @@ class AudioOutputTrack(MediaStreamTrack):
 
     def flush(self) -> int:
         """Drop every queued, unplayed frame; returns how many."""
-        dropped = 0
+        dropped = int(self._held is not None)
+        self._held = None
         while True:
             try:
                 self._receive.receive_nowait()
@@ -212,51 +223,57 @@ class AudioOutputTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        frame, self._held = self._held, None
+        if frame is None:
+            try:
+                frame = self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                frame = await self._after_idle()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise MediaStreamError from None
+        if self._held is None:  # not a primer
+            self.frames_played += 1
         now = time.monotonic()
-        late_s = 0.0
         if self._start is None:
             self._start = now
-        else:
-            due = self._start + self._pts / AUDIO_RATE
-            late_s = now - due
-            if late_s > _MAX_AUDIO_LAG_S:
-                self._start = now - self._pts / AUDIO_RATE
-                self.reanchors += 1
-                late_s = 0.0
-            elif late_s < 0:
-                await asyncio.sleep(-late_s)
-        try:
-            frame = self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            frame = await self._late_frame(late_s)
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise MediaStreamError from None
-        if frame is None:
-            frame = _silence_frame()
-            self.silent_frames += 1
-        else:
-            self.frames_played += 1
+        due = self._start + self._pts / AUDIO_RATE
+        if now - due > _MAX_AUDIO_LAG_S:
+            self._start = now - self._pts / AUDIO_RATE
+            self.reanchors += 1
+        elif due > now:
+            await asyncio.sleep(due - now)
         frame.pts = self._pts
         frame.sample_rate = AUDIO_RATE
         frame.time_base = _AUDIO_TIME_BASE
         self._pts += frame.samples
         return frame
 
-    async def _late_frame(self, late_s: float) -> av.AudioFrame | None:
-        """Behind the clock with nothing queued: the producer stalled along with us.
+    async def _after_idle(self) -> av.AudioFrame:
+        """Wait for the next frame; after a real pause, move the clock to now.
 
-        Wait briefly for its frames instead of spending the lateness on silence:
-        played at once, they bring the stream back to its usual delay (the
-        listener's jitter buffer absorbs the burst). Silence otherwise.
+        A short wait (the producer was a little late, or the loop stalled) keeps
+        the timeline: the frames then go out at once and catch up. After a longer
+        pause the pts jump by the pause, so RTP timestamps follow the wall clock as
+        with Opus DTX. aiortc's encoder stamps the first frame after such a jump
+        with the old timeline, so a silent "primer" frame goes first and the real
+        frame follows 20 ms later.
         """
-        if late_s <= AUDIO_PTIME_S:
-            return None
-        with anyio.move_on_after(min(late_s, _MAX_LATE_WAIT_S)):
-            try:
-                return await self._receive.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                raise MediaStreamError from None
-        return None
+        waited = time.monotonic()
+        try:
+            frame = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise MediaStreamError from None
+        now = time.monotonic()
+        self.idle_s += now - waited
+        if self._start is None:
+            return frame
+        behind_s = now - (self._start + self._pts / AUDIO_RATE)
+        if behind_s <= _MAX_PAUSE_KEPT_S:
+            return frame
+        self._pts += int(behind_s * AUDIO_RATE)
+        self._held = frame
+        self.primers += 1
+        return _silence_frame()
 
     def stop(self) -> None:
         super().stop()
