@@ -35,7 +35,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from flowrtc.adapters.messages import encode_message, to_wire
-from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, offered_kinds, parse_candidate
+from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, first_audio_codec, offered_kinds, parse_candidate
 from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Interrupt
@@ -320,6 +320,8 @@ class WebRTCTransport:
                     peer.video_out = VideoOutputTrack(self.options.max_video_fps)
                     pc.addTrack(peer.video_out)
         await pc.setLocalDescription(await pc.createAnswer())
+        if peer.audio_out is not None and first_audio_codec(pc.localDescription.sdp) == "audio/opus":
+            peer.audio_out.encode_opus()
         peer.described.set()
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
 

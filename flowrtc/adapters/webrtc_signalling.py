@@ -7,7 +7,7 @@ from typing import Any
 from aiortc import RTCIceCandidate
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-__all__ = ["SignallingError", "declares_stereo", "offered_kinds", "parse_candidate"]
+__all__ = ["SignallingError", "declares_stereo", "first_audio_codec", "offered_kinds", "parse_candidate"]
 
 
 class SignallingError(Exception):
@@ -32,6 +32,14 @@ def offered_kinds(sdp: str) -> list[str]:
     if not description.media:
         raise SignallingError("invalid_sdp", detail="the offer has no media sections")
     return [media.kind for media in description.media]
+
+
+def first_audio_codec(sdp: str) -> str | None:
+    """The mime type of the codec an answer's first audio section sends with (``"audio/opus"``, ...)."""
+    for media in SessionDescription.parse(sdp).media:
+        if media.kind == "audio" and media.rtp.codecs:
+            return media.rtp.codecs[0].mimeType.lower()
+    return None
 
 
 def declares_stereo(sdp: str) -> bool:

@@ -63,6 +63,8 @@ _MAX_AUDIO_LAG_S = 1.0
 # Nothing to play for longer than this is a pause (the RTP clock jumps over it);
 # shorter waits are a late producer (its frames keep the timeline and catch up).
 _MAX_PAUSE_KEPT_S = 0.2
+OPUS_BIT_RATE = 96000  # what aiortc's own Opus encoder uses
+_OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])  # an Opus packet of 20 ms of silence (CELT, RFC 6716 §3)
 _SILENCE = bytes(SAMPLES_PER_FRAME * 2 * 2)
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
@@ -185,6 +187,23 @@ class AudioOutputTrack(MediaStreamTrack):
         self.frames_flushed = 0
         self.reanchors = 0
         self.idle_s = 0.0
+        self._opus: av.CodecContext | None = None
+
+    def encode_opus(self) -> None:
+        """Hand aiortc Opus packets instead of frames (call once Opus is negotiated).
+
+        aiortc would encode each frame in its thread pool and compute its level in
+        Python; encoding here, right before the frame is due, costs the event loop
+        about the same as that hop alone, and the packets carry our pts exactly.
+        """
+        codec = av.CodecContext.create("libopus", "w")
+        codec.bit_rate = OPUS_BIT_RATE
+        codec.format = "s16"
+        codec.layout = "stereo"
+        codec.sample_rate = AUDIO_RATE
+        codec.time_base = _AUDIO_TIME_BASE
+        codec.options = {"application": "voip"}
+        self._opus = codec
 
     @property
     def queued(self) -> int:
@@ -220,7 +239,7 @@ class AudioOutputTrack(MediaStreamTrack):
             return True
         return False
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         frame, self._held = self._held, None
@@ -246,7 +265,13 @@ class AudioOutputTrack(MediaStreamTrack):
         frame.sample_rate = AUDIO_RATE
         frame.time_base = _AUDIO_TIME_BASE
         self._pts += frame.samples
-        return frame
+        if self._opus is None:
+            return frame
+        packets = self._opus.encode(frame)
+        packet = packets[0] if packets else av.Packet(_OPUS_SILENCE)
+        packet.pts = frame.pts
+        packet.time_base = _AUDIO_TIME_BASE
+        return packet
 
     async def _after_idle(self) -> av.AudioFrame:
         """Wait for the next frame; after a real pause, move the clock to now.
@@ -271,6 +296,8 @@ class AudioOutputTrack(MediaStreamTrack):
         if behind_s <= _MAX_PAUSE_KEPT_S:
             return frame
         self._pts += int(behind_s * AUDIO_RATE)
+        if self._opus is not None:  # our packets carry the new pts as they are
+            return frame
         self._held = frame
         self.primers += 1
         return _silence_frame()
