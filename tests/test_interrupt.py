@@ -284,7 +284,8 @@ async def test_a_sync_generator_is_closed_in_its_thread_when_cut() -> None:
 
     async def upstream() -> AsyncIterator[Any]:
         yield utterance(1.0)
-        await anyio.to_thread.run_sync(yielded.wait)
+        with anyio.fail_after(5):
+            await anyio.to_thread.run_sync(yielded.wait, abandon_on_cancel=True)
         yield SpeechStarted(media_time_s=1.1)
 
     started = time.perf_counter()

@@ -68,6 +68,13 @@ def takes_extra_args(fn: Callable[..., Any]) -> bool:
         return False
 
 
+def _takes_args(fn: Callable[..., Any]) -> bool:
+    try:
+        return bool(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+
+
 def _clear_args(session: Session) -> None:
     # FastRTC clears the inputs after each turn, so the next one asks again
     # (the phone cannot answer, so there they stay).
@@ -77,8 +84,9 @@ def _clear_args(session: Session) -> None:
 
 async def _answer(
     fn: Callable[..., Any],
-    audio: Any,
+    utterance: Utterance | None,
     *,
+    sample_rate: int | None,
     args: Sequence[Any] | Callable[[], Sequence[Any]] | None,
     needs_args: bool,
     output_sample_rate: int | None,
@@ -96,7 +104,11 @@ async def _answer(
             extra = ()
     else:
         extra = args() if callable(args) else args
-    call_args = (*(() if audio is None else (audio,)), *extra)
+    if utterance is None:
+        call_args: tuple[Any, ...] = tuple(extra)
+    else:
+        audio = await _off_loop(_to_user_audio, utterance.audio, sample_rate, samples=utterance.audio.n_samples)
+        call_args = (audio, *extra)
     resampler: Resampler | None = None
     try:
         async with scoped(iterate_call(fn, *call_args, limiter=limiter)) as values:
@@ -105,7 +117,7 @@ async def _answer(
                     if isinstance(out, AudioChunk):
                         if resampler is None:
                             resampler = Resampler(output_sample_rate or out.sample_rate)
-                        for chunk in resampler.push(out):
+                        for chunk in await _off_loop(resampler.push, out, samples=out.n_samples):
                             yield chunk
                         continue
                     if isinstance(out, AdditionalOutputs) and session is not None and session.phone_mode:
@@ -120,14 +132,27 @@ async def _answer(
             _clear_args(session)
 
 
-def _to_user_audio(utterance: Utterance, sample_rate: int | None) -> tuple[int, Any]:
-    audio = utterance.audio
-    if sample_rate is not None and audio.sample_rate != sample_rate and audio.n_samples:
-        converter = Resampler(sample_rate)
-        pieces = [*converter.push(audio.to_int16()), *converter.flush()]
-        audio = AudioChunk.concat(pieces) if pieces else AudioChunk.silence(0.0, sample_rate)
-    elif sample_rate is not None and audio.sample_rate != sample_rate:
-        audio = AudioChunk.silence(0.0, sample_rate)
+#: Conversions of more than this many samples run in a worker thread, not on the event loop.
+_OFF_LOOP_SAMPLES = 16000
+
+
+async def _off_loop(convert: Callable[..., Any], *args: Any, samples: int) -> Any:
+    # Resampling runs at ~1 ms per second of audio: a whole utterance on the
+    # event loop would stall every other session for that long.
+    if samples > _OFF_LOOP_SAMPLES:
+        return await anyio.to_thread.run_sync(convert, *args)
+    return convert(*args)
+
+
+def _to_user_audio(audio: AudioChunk, sample_rate: int | None) -> tuple[int, Any]:
+    """FastRTC's input shape, ``(rate, int16 (channels, n))``, at ``sample_rate``."""
+    if sample_rate is not None and audio.sample_rate != sample_rate:
+        if audio.n_samples:
+            converter = Resampler(sample_rate)
+            pieces = [*converter.push(audio.to_int16()), *converter.flush()]
+            audio = AudioChunk.concat(pieces) if pieces else AudioChunk.silence(0.0, sample_rate)
+        else:
+            audio = AudioChunk.silence(0.0, sample_rate)
     return audio.sample_rate, audio.to_int16().samples
 
 
@@ -155,23 +180,22 @@ async def reply(
         sample_rate: rate in Hz of the audio handed to ``fn`` (default: as received).
         output_sample_rate: rate in Hz the reply's audio is converted to (default:
             the rate of its first audio).
-        startup_fn: called once, before any turn, with the extra arguments only;
-            its reply plays first.
+        startup_fn: called once, before any turn, with the extra arguments only
+            (none if it takes no parameters); its reply plays first.
         limiter: bounds the worker threads used for sync code.
 
     A ``Reply`` must be run by ``interrupt``, which places and cuts its audio.
     """
     if needs_args is None:
         needs_args = takes_extra_args(fn)
-    options = {"args": args, "output_sample_rate": output_sample_rate, "limiter": limiter}
+    options = {"args": args, "sample_rate": sample_rate, "output_sample_rate": output_sample_rate, "limiter": limiter}
     if startup_fn is not None:
-        startup_needs_args = needs_args or takes_extra_args(startup_fn) or bool(inspect.signature(startup_fn).parameters)
-        yield Reply(_answer(startup_fn, None, needs_args=startup_needs_args, **options), media_time_s=0.0)  # type: ignore[arg-type]
+        # FastRTC calls startup_fn with the extra inputs only: so only if it takes any.
+        yield Reply(_answer(startup_fn, None, needs_args=_takes_args(startup_fn), **options), media_time_s=0.0)  # type: ignore[arg-type]
     async with scoped(source) as items:
         async for item in items:
             if isinstance(item, Utterance):
-                audio = _to_user_audio(item, sample_rate)
-                stream = _answer(fn, audio, needs_args=needs_args, **options)  # type: ignore[arg-type]
+                stream = _answer(fn, item, needs_args=needs_args, **options)  # type: ignore[arg-type]
                 yield Reply(stream, media_time_s=item.media_time_s, utterance=item)
             else:
                 yield item

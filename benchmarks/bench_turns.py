@@ -1,0 +1,459 @@
+"""Turn-taking: latency, sentence gaps, barge-in, CPU per session and concurrency.
+
+Run: ``python benchmarks/bench_turns.py [--only turns,bargein,cpu,concurrency] [--runs 3]``
+
+Everything is measured on the real recordings in tests/media, with the
+ground-truth speech segments of tests/media/LICENSE.md, cut into sentences and
+joined with silences of chosen lengths:
+
+* **turns** (media time, deterministic): turn latency = the reply's start
+  (the Utterance's media time) - the end of the ground-truth speech; replies to
+  the IVR prompt (sentence gaps 0.10-0.25 s); extra replies when two sentences are
+  joined by a gap of g seconds; replies to monkeys, silence and white noise.
+  Each at 8, 16 and 48 kHz input, at default settings.
+* **bargein** (media time): a 6 s reply is playing; the user starts a sentence:
+  latency = ``Interrupt.media_time_s`` - the ground-truth start of that sentence.
+* **cpu**: CPU seconds (``time.process_time``, all threads) per second of audio
+  per session, for the whole ``ReplyOnPause`` graph with an echo reply, over N
+  concurrent sessions fed as fast as they take it; median of ``--runs``.
+* **concurrency**: N sessions each fed one 20 ms frame every 20 ms of wall time
+  (staggered starts), for ``--seconds``; lag = wall time a frame reaches the
+  pause gate - its due time. A session count keeps up when the mean lag is
+  < 20 ms and the lag of the last quarter is no more than 20 ms above the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterable, AsyncIterator, Callable
+
+import anyio
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flowrtc.events import Interrupt, ReplyStarted, Utterance  # noqa: E402
+from flowrtc.graph import Graph  # noqa: E402
+from flowrtc.handlers.reply_on_pause import ReplyOnPause  # noqa: E402
+from flowrtc.media import AudioChunk  # noqa: E402
+from flowrtc.operators import decode, encode, interrupt, operator, pause_gate, reply, resample, scoped, vad  # noqa: E402
+from flowrtc.operators.pause_gate import turn_settings  # noqa: E402
+from flowrtc.session import Session  # noqa: E402
+from flowrtc.testing import arun, audio_frames, load_audio  # noqa: E402
+
+MEDIA = ROOT / "tests" / "media"
+RATE = 8000
+#: Ground-truth speech (s), from tests/media/LICENSE.md (Silero v6 on the original clips).
+GROUND_TRUTH = {
+    "asterisk_hello-world_8k.wav": [(0.19, 1.40)],
+    "asterisk_demo-thanks_8k.wav": [(0.26, 1.12), (1.25, 5.37)],
+    "asterisk_basic-pbx-ivr-main_8k.wav": [
+        (0.10, 6.43), (6.63, 13.63), (13.73, 16.48), (16.61, 19.97), (20.10, 22.65), (22.82, 25.15),
+    ],
+}
+IVR = "asterisk_basic-pbx-ivr-main_8k.wav"
+MONKEYS = "asterisk_tt-monkeys_8k_nonspeech.wav"
+RATES = (8000, 16000, 48000)
+GAPS_S = (0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.75, 1.00)
+
+
+class Sentence:
+    """One ground-truth speech segment, cut at the middle of the gaps around it."""
+
+    def __init__(self, name: str, audio: AudioChunk, speech: tuple[float, float]) -> None:
+        self.name = name
+        self.audio = audio  # at 8 kHz
+        self.start_s, self.end_s = speech  # within ``audio``
+
+
+def sentences() -> list[Sentence]:
+    out = []
+    for file, segments in GROUND_TRUTH.items():
+        clip = load_audio(MEDIA / file)
+        for i, (start, end) in enumerate(segments):
+            lo = 0.0 if i == 0 else (segments[i - 1][1] + start) / 2
+            hi = clip.duration_s if i == len(segments) - 1 else (end + segments[i + 1][0]) / 2
+            piece = clip.slice(round(lo * RATE), round(hi * RATE))
+            out.append(Sentence(f"{file.split('_')[1]}#{i}", piece.with_pts(0), (start - lo, end - lo)))
+    return out
+
+
+def silence(seconds: float) -> AudioChunk:
+    return AudioChunk.silence(seconds, RATE)
+
+
+def join(parts: list[AudioChunk]) -> AudioChunk:
+    return AudioChunk.concat(parts, pts=0)
+
+
+def at_rate(audio: AudioChunk, rate: int) -> AudioChunk:
+    if rate == audio.sample_rate:
+        return audio
+    from flowrtc.operators.resample import Resampler
+
+    converter = Resampler(rate)
+    return AudioChunk.concat([*converter.push(audio), *converter.flush()], pts=0)
+
+
+def with_noise(audio: AudioChunk, level: float = 100.0, seed: int = 0) -> AudioChunk:
+    """Add a white-noise floor (``level`` int16 rms, about -50 dBFS): a room, not digital silence."""
+    noise = np.random.default_rng(seed).normal(0, level, audio.samples.shape)
+    mixed = np.clip(audio.samples.astype(np.float64) + noise, -32768, 32767).astype(np.int16)
+    return AudioChunk(mixed, audio.sample_rate, audio.pts)
+
+
+def quiet(audio: tuple[int, np.ndarray]) -> Any:
+    """A reply that says nothing (its ReplyStarted marks the turn)."""
+    return None
+
+
+def long_reply(audio: tuple[int, np.ndarray]) -> Any:
+    for _ in range(12):
+        yield 24000, np.full(12000, 3000, np.int16)  # 6 s in all
+
+
+async def reply_times(audio: AudioChunk, fn: Callable[..., Any] = quiet, **options: Any) -> Any:
+    return await arun(ReplyOnPause(fn, **options), audio=audio)
+
+
+# -- turns -----------------------------------------------------------------------------------
+
+
+async def bench_turns() -> dict[str, Any]:
+    said = sentences()
+    rows: dict[str, Any] = {}
+    latencies: list[float] = []
+    extra_in_short_gaps = 0
+    for rate in RATES:
+        for noisy in (False, True):
+            parts, ends = [], []
+            t = 0.0
+            for s in said:
+                parts += [s.audio, silence(1.2)]
+                ends.append(t + s.end_s)
+                t += s.audio.duration_s + 1.2
+            audio = join(parts)
+            if noisy:
+                audio = with_noise(audio)
+            recording = await reply_times(at_rate(audio, rate))
+            started = recording.times(ReplyStarted)
+            assert len(started) == len(ends), (rate, noisy, started)
+            latencies += [s - e for s, e in zip(started, ends)]
+        ivr = await reply_times(at_rate(join([load_audio(MEDIA / IVR), silence(1.0)]), rate))
+        rows[f"ivr replies @{rate}"] = len(ivr.times(ReplyStarted))
+        for name, audio in (
+            ("monkeys", load_audio(MEDIA / MONKEYS)),
+            ("silence", silence(10.0)),
+            ("noise", AudioChunk(np.random.default_rng(1).normal(0, 3000, (1, RATE * 10)).astype(np.int16), RATE)),
+        ):
+            rows[f"{name} replies @{rate}"] = len((await reply_times(at_rate(audio, rate))).times(ReplyStarted))
+        for gap in GAPS_S:
+            extra = 0
+            for first, second in zip(said, said[1:]):
+                a = first.audio.slice(0, round(first.end_s * RATE))
+                b = second.audio.slice(round(second.start_s * RATE))
+                recording = await reply_times(at_rate(join([a, silence(gap), b, silence(1.0)]), rate))
+                extra += len(recording.times(ReplyStarted)) - 1
+            rows[f"extra replies, gap {gap:.2f} s @{rate}"] = extra
+            if gap <= 0.25:
+                extra_in_short_gaps += extra
+    rows["turn latency median s"] = statistics.median(latencies)
+    rows["turn latency p90 s"] = float(np.percentile(latencies, 90))
+    rows["turn latency max s"] = max(latencies)
+    rows["turns measured"] = len(latencies)
+    rows["extra replies in gaps <= 0.25 s"] = extra_in_short_gaps
+    return rows
+
+
+async def bench_bargein() -> dict[str, Any]:
+    said = sentences()
+    hello = load_audio(MEDIA / "asterisk_hello-world_8k.wav")
+    latencies: list[float] = []
+    uninterrupted = 0
+    for rate in RATES:
+        for s in said:
+            lead = join([hello, silence(1.6)])  # the 6 s reply starts ~1.85 s in
+            audio = join([lead, s.audio, silence(1.0)])
+            start = lead.duration_s + s.start_s
+            recording = await reply_times(at_rate(audio, rate), long_reply)
+            (cut,) = recording.times(Interrupt)
+            latencies.append(cut - start)
+            calm = await reply_times(at_rate(audio, rate), long_reply, can_interrupt=False)
+            uninterrupted += not calm.times(Interrupt)
+    return {
+        "barge-in latency median s": statistics.median(latencies),
+        "barge-in latency max s": max(latencies),
+        "barge-ins measured": len(latencies),
+        "can_interrupt=False runs without Interrupt": f"{uninterrupted}/{len(latencies)}",
+    }
+
+
+# -- sweep: how the defaults were chosen ---------------------------------------------------------
+
+
+async def _detect(audio: AudioChunk, min_speech_ms: float, min_silence_ms: float) -> list[Any]:
+    async def frames() -> AsyncIterator[AudioChunk]:
+        for frame in audio_frames(audio):
+            yield frame
+
+    gate = pause_gate(min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms)
+    return [item async for item in (vad(min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms) | gate)(frames())]
+
+
+async def bench_sweep() -> list[dict[str, Any]]:
+    """Candidate (min_speech_ms, min_silence_ms) on the same inputs as ``turns``, 8 kHz."""
+    from flowrtc.events import SpeechStarted
+
+    said = sentences()
+    parts, starts, ends = [], [], []
+    t = 0.0
+    for s in said:
+        parts += [s.audio, silence(1.2)]
+        starts.append(t + s.start_s)
+        ends.append(t + s.end_s)
+        t += s.audio.duration_s + 1.2
+    talks = [join(parts), with_noise(join(parts))]
+    pairs = {
+        gap: [
+            join([a.audio.slice(0, round(a.end_s * RATE)), silence(gap), b.audio.slice(round(b.start_s * RATE)), silence(1.0)])
+            for a, b in zip(said, said[1:])
+        ]
+        for gap in (0.25, 0.30, 0.35)
+    }
+    monkeys = {rate: at_rate(load_audio(MEDIA / MONKEYS), rate) for rate in (8000, 48000)}
+    rows = []
+    for speech_ms in (128, 160, 192):
+        for silence_ms in (352, 384, 416, 448, 480, 512):
+            turn_lat, start_lat = [], []
+            for talk in talks:
+                items = await _detect(talk, speech_ms, silence_ms)
+                turn_lat += [u.media_time_s - e for u, e in zip([i for i in items if isinstance(i, Utterance)], ends)]
+                start_lat += [x.media_time_s - b for x, b in zip([i for i in items if isinstance(i, SpeechStarted)], starts)]
+            extra = {}
+            for gap, inputs in pairs.items():
+                extra[gap] = 0
+                for audio in inputs:
+                    found = await _detect(audio, speech_ms, silence_ms)
+                    extra[gap] += len([i for i in found if isinstance(i, Utterance)]) - 1
+            false_starts = {}
+            for rate, audio in monkeys.items():
+                found = await _detect(audio, speech_ms, silence_ms)
+                false_starts[rate] = len([i for i in found if isinstance(i, SpeechStarted)])
+            rows.append(
+                {
+                    "min_speech_ms": speech_ms,
+                    "min_silence_ms": silence_ms,
+                    "turn median": statistics.median(turn_lat),
+                    "turn max": max(turn_lat),
+                    "start median": statistics.median(start_lat),
+                    "extra@0.25": extra[0.25],
+                    "extra@0.30": extra[0.30],
+                    "extra@0.35": extra[0.35],
+                    "monkeys@8k": false_starts[8000],
+                    "monkeys@48k": false_starts[48000],
+                }
+            )
+    return rows
+
+
+# -- cpu ---------------------------------------------------------------------------------------
+
+
+def echo(audio: tuple[int, np.ndarray]) -> Any:
+    yield audio
+
+
+def conversation(rate: int) -> AudioChunk:
+    parts: list[AudioChunk] = []
+    for file in ("asterisk_hello-world_8k.wav", "asterisk_demo-thanks_8k.wav", IVR):
+        parts += [load_audio(MEDIA / file), silence(1.0)]
+    return at_rate(join(parts), rate)
+
+
+async def _one_session(graph: Graph, frames: list[AudioChunk]) -> None:
+    async with Session(graph) as session:
+
+        async def feed() -> None:
+            for frame in frames:
+                await session.send(frame)
+            await session.end_input()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed)
+            async for _ in session:
+                pass
+
+
+async def _cpu_run(handler: ReplyOnPause, frames: list[AudioChunk], sessions: int) -> float:
+    await _one_session(handler.copy().graph(), frames[:200])  # load the model, warm the engine
+    gc.collect()
+    cpu = time.process_time()
+    async with anyio.create_task_group() as tg:
+        for _ in range(sessions):
+            tg.start_soon(_one_session, handler.copy().graph(), frames)
+    return time.process_time() - cpu
+
+
+def bench_cpu(runs: int, sessions: int) -> list[tuple[str, float]]:
+    configs = [
+        ("8 kHz in, fn at 8 kHz, out 8 kHz (phone)", 8000, dict(input_sample_rate=8000, output_sample_rate=8000)),
+        ("48 kHz in, defaults (fn 48 kHz, out 24 kHz)", 48000, {}),
+        ("8 kHz in, defaults (fn 48 kHz, out 24 kHz)", 8000, {}),
+    ]
+    rows = []
+    for label, rate, options in configs:
+        audio = conversation(rate)
+        frames = audio_frames(audio)
+        results = []
+        for _ in range(runs):
+            cpu = asyncio.run(_cpu_run(ReplyOnPause(echo, **options), frames, sessions))
+            results.append(cpu / (sessions * audio.duration_s))
+        rows.append((label, statistics.median(results)))
+    return rows
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+@operator
+async def _probe(source: AsyncIterable[Any], *, clock: Callable[[], float], lags: list[float]) -> AsyncIterator[Any]:
+    """Record how late each audio frame reaches this point (wall time - due time)."""
+    async with scoped(source) as items:
+        async for item in items:
+            if isinstance(item, AudioChunk):
+                lags.append(clock() - item.pts / item.sample_rate)
+            yield item
+
+
+def probed_graph(lags: list[float], start: Callable[[], float], *, batched: bool, engine: Any = None) -> Graph:
+    """ReplyOnPause's graph (8 kHz phone settings) with a lag probe after the VAD."""
+    s = turn_settings()
+    pipe = (
+        decode()
+        | resample(layout="mono")
+        | vad(threshold=s.threshold, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms, batched=batched, engine=engine)
+        | _probe(clock=start, lags=lags)
+        | pause_gate(speech_pad_ms=s.speech_pad_ms, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms)
+        | reply(echo, sample_rate=8000, output_sample_rate=8000)
+        | interrupt()
+        | encode(sample_rate=8000, frame_ms=20)
+    )
+    return Graph(audio=pipe)
+
+
+async def _realtime(sessions: int, seconds: float, batched: bool, engine: Any = None) -> tuple[float, float, float, float]:
+    frames = audio_frames(conversation(8000))
+    n_frames = round(seconds / 0.02)
+    all_lags: list[list[float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def one(offset_s: float) -> None:
+        await asyncio.sleep(offset_s)
+        t0 = loop.time()
+        lags: list[float] = []
+        all_lags.append(lags)
+        async with Session(probed_graph(lags, lambda: loop.time() - t0, batched=batched, engine=engine)) as session:
+
+            async def feed() -> None:
+                for k in range(n_frames):
+                    due = t0 + k * 0.02
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    frame = frames[k % len(frames)]
+                    await session.send(frame.with_pts(k * frame.n_samples))
+                await session.end_input()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(feed)
+                async for _ in session:
+                    pass
+
+    await _one_session(ReplyOnPause(echo, input_sample_rate=8000, output_sample_rate=8000).graph(), frames[:100])  # load the model
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(sessions):
+            tg.start_soon(one, random.random() * 0.02)
+    cpu_share = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    lags = [lag for session_lags in all_lags for lag in session_lags]
+    quarter = max(1, n_frames // 4)
+    first = statistics.mean(lag for s in all_lags for lag in s[:quarter])
+    last = statistics.mean(lag for s in all_lags for lag in s[-quarter:])
+    return statistics.mean(lags), float(np.percentile(lags, 99)), last - first, cpu_share
+
+
+def cpu_available(seconds: float = 0.5) -> float:
+    """Share of one core a busy thread of this process gets now (other processes compete on a shared box)."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    while time.perf_counter() - wall < seconds:
+        sum(range(1000))
+    return (time.thread_time() - cpu) / (time.perf_counter() - wall)
+
+
+def bench_concurrency(counts: list[int], seconds: float, batched: bool, runs: int) -> list[tuple[int, float, float, float, float, bool]]:
+    rows = []
+    for count in counts:
+        share = cpu_available()
+        results = [asyncio.run(_realtime(count, seconds, batched)) for _ in range(runs)]
+        mean = statistics.median(r[0] for r in results)
+        p99 = statistics.median(r[1] for r in results)
+        growth = statistics.median(r[2] for r in results)
+        cores = statistics.median(r[3] for r in results)
+        keeps_up = mean < 0.020 and growth < 0.020
+        rows.append((count, mean, p99, growth, cores, keeps_up))
+        print(f"  {'batched' if batched else 'inline '} N={count:4d}: mean lag {mean * 1000:7.1f} ms, p99 {p99 * 1000:7.1f} ms, "
+              f"growth {growth * 1000:+7.1f} ms, CPU used {cores:.2f} cores (a busy thread got {share:.2f} of a core) "
+              f"-> {'keeps up' if keeps_up else 'falls behind'}", flush=True)
+        if not keeps_up and growth > 1.0:
+            break
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="turns,bargein,cpu,concurrency", help="any of sweep,turns,bargein,cpu,concurrency")
+    parser.add_argument("--runs", type=int, default=3, help="runs per CPU / concurrency point (median)")
+    parser.add_argument("--sessions", type=int, default=64, help="concurrent sessions for the CPU runs")
+    parser.add_argument("--seconds", type=float, default=10.0, help="wall seconds per concurrency point")
+    parser.add_argument("--counts", default="200,300,400,500,600,700,800")
+    parser.add_argument("--inline-counts", default="25,50,100,150,200")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    if "sweep" in only:
+        print("sweep (8 kHz, vad | pause_gate; latencies in s; extra replies over 8 sentence pairs):")
+        rows = anyio.run(bench_sweep)
+        print("  " + " | ".join(f"{key:>13s}" for key in rows[0]))
+        for row in rows:
+            print("  " + " | ".join(f"{v:13.3f}" if isinstance(v, float) else f"{v:13d}" for v in row.values()))
+    if "turns" in only:
+        print("turns (media time, default settings, inputs at 8/16/48 kHz, silence and -50 dBFS noise floor):")
+        for key, value in anyio.run(bench_turns).items():
+            print(f"  {key:42s} {value:.3f}" if isinstance(value, float) else f"  {key:42s} {value}")
+    if "bargein" in only:
+        print("barge-in (media time, 6 s reply playing, sentences at 8/16/48 kHz):")
+        for key, value in anyio.run(bench_bargein).items():
+            print(f"  {key:42s} {value:.3f}" if isinstance(value, float) else f"  {key:42s} {value}")
+    if "cpu" in only:
+        print(f"CPU per session ({args.sessions} concurrent sessions, echo reply, median of {args.runs} runs):")
+        for label, value in bench_cpu(args.runs, args.sessions):
+            print(f"  {label:46s} {value:.5f} CPU s per audio s")
+    if "concurrency" in only:
+        print(f"concurrency (20 ms frames in real time, {args.seconds:.0f} s, 8 kHz phone graph, median of {args.runs} runs):")
+        batched = bench_concurrency([int(c) for c in args.counts.split(",")], args.seconds, True, args.runs)
+        inline = bench_concurrency([int(c) for c in args.inline_counts.split(",")], args.seconds, False, args.runs)
+        best = max((row[0] for row in batched if row[5]), default=0)
+        best_inline = max((row[0] for row in inline if row[5]), default=0)
+        print(f"  sessions that keep up: batched {best}, inline {best_inline}")
+
+
+if __name__ == "__main__":
+    main()
