@@ -262,6 +262,25 @@ async def arun(
     recording = Recording(input_duration_s=input_duration)
     player = _Player()
 
+    deadline = anyio.move_on_after(timeout_s if timeout_s is not None else math.inf)
+    with deadline:
+        await _play_and_record(graph, feed, recording, player, realtime, progress, input_duration, session_options)
+    if deadline.cancelled_caught:
+        raise TimeoutError(f"the graph had not finished {timeout_s} s after the input started (raise timeout_s, or check for a handler that waits)")
+    recording.audio = player.audio()
+    return recording
+
+
+async def _play_and_record(
+    graph: Graph,
+    feed: list[tuple[float, int, Any]],
+    recording: Recording,
+    player: _Player,
+    realtime: bool,
+    progress: Callable[[float, float], None] | None,
+    input_duration: float,
+    session_options: dict[str, Any],
+) -> None:
     async with Session(graph, **session_options) as session:
 
         async def feeder() -> None:
@@ -289,18 +308,15 @@ async def arun(
                     await session.send(item)
             await session.end_input()
 
-        with anyio.fail_after(timeout_s if timeout_s is not None else math.inf):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(feeder)
-                async for item in session:
-                    recording.items.append(item)
-                    if isinstance(item, AudioChunk):
-                        player.add(item)
-                    elif isinstance(item, Interrupt):
-                        player.interrupt(item.media_time_s)
-                tg.cancel_scope.cancel()
-    recording.audio = player.audio()
-    return recording
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feeder)
+            async for item in session:
+                recording.items.append(item)
+                if isinstance(item, AudioChunk):
+                    player.add(item)
+                elif isinstance(item, Interrupt):
+                    player.interrupt(item.media_time_s)
+            tg.cancel_scope.cancel()
 
 
 async def _graph_caught_up(session: Session, ports: set[str]) -> None:

@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+import anyio
 import av
 import numpy as np
 import pytest
@@ -272,3 +273,13 @@ async def test_record_fixture(record: Callable[..., Any], hello: AudioChunk) -> 
     assert record is testing.arun
     recording = await record(Graph(audio=handler(echo)), audio=hello)
     assert np.array_equal(recording.audio.samples, hello.samples)
+
+
+def test_run_raises_a_plain_timeout_error_when_the_graph_never_finishes(hello: AudioChunk) -> None:
+    async def stuck(source: Any) -> Any:
+        async for item in source:
+            yield item
+        await anyio.sleep_forever()
+
+    with pytest.raises(TimeoutError, match="had not finished"):
+        testing.run(Graph(audio=stuck), audio=hello, timeout_s=0.5)
