@@ -421,6 +421,25 @@ async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s
 
 
 # ------------------------------------------------------------------------------- driver
+def graph_decision_s(handler_kind: str, protocol: str) -> float:
+    """End of speech → first reply audio in the handler's graph alone, in media time (no transport).
+
+    The same turn is run through the graph with ``flowrtc.testing.run``; what the
+    wall-clock figure adds to this is the transport's share.
+    """
+    from flowrtc.media import AudioChunk
+    from flowrtc.testing import run
+
+    rate = 8000 if protocol == "twilio" else 16000
+    frames, _, last_loud = load_turn(rate)
+    turn = AudioChunk.from_mulaw(b"".join(frames), rate)
+    handler, _ = make_handler(handler_kind)
+    graph = handler if not hasattr(handler, "graph") or not callable(handler.graph) else handler.graph()
+    recording = run(graph, audio=turn)
+    first = next(item for item in recording.items if isinstance(item, AudioChunk))
+    return first.pts / first.sample_rate - (last_loud + 1) * FRAME_S
+
+
 def http_json(port: int, path: str, method: str = "GET") -> dict[str, Any]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=b"" if method == "POST" else None)
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -454,6 +473,7 @@ def start_server(port: int, handler: str) -> subprocess.Popen[bytes]:
 def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for protocol in args.protocol.split(","):
+        decision_s = graph_decision_s(args.handler, protocol)
         port = args.port
         server = start_server(port, args.handler)
         try:
@@ -469,7 +489,7 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
                 wall = time.monotonic() - wall0
                 row = {**json.loads(client.stdout), **http_json(port, "/bench/stats"),
                        "server_cpu_pct": 100 * (cpu1 - cpu0) / wall, "server_starved_pct": 100 * (wait1 - wait0) / wall,
-                       "load_avg_1min": os.getloadavg()[0]}
+                       "load_avg_1min": os.getloadavg()[0], "graph_decision_s": decision_s}
                 row["held"] = bool(row["reply_lag_mean_ms"] is not None and row["reply_lag_mean_ms"] < 20 and row["answered"] == row["turns"])
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
@@ -528,8 +548,11 @@ def main() -> None:
         print(json.dumps(uvloop.run(run_client(args.port, args.protocol, args.sessions, args.turns, args.ramp))))
     else:
         rows = sweep(args)
-        label = rows and http_handler_label(rows)
-        print(f"handler: {label}\n")
+        print(f"handler: {http_handler_label(rows)}")
+        for protocol in dict.fromkeys(r["protocol"] for r in rows):
+            decision = next(r["graph_decision_s"] for r in rows if r["protocol"] == protocol)
+            print(f"{protocol}: end of speech → first reply audio in the graph alone (media time): {decision:.3f} s")
+        print()
         print(table(rows))
 
 

@@ -252,12 +252,13 @@ async def test_barge_in_sends_clear(media_dir: Any) -> None:
             await call.talk([clip, silence(0.8)])
             barge_at = anyio.current_time()
             await call.talk([clip.slice(0, 4000)])
+            barge_end = anyio.current_time()
             await anyio.sleep(0.2)
             await call.stop()
     clears = call.of("clear")
     assert [m for _, m in clears] == [{"event": "clear", "streamSid": STREAM_SID}]
     clear_at = clears[0][0]
-    assert clear_at - barge_at < 0.4
+    assert barge_at < clear_at < barge_end, "clear while the caller is still talking"
     assert call.of("media") and not [t for t, _ in call.of("media") if t > clear_at]
     assert not [e for e in seen if isinstance(e, PlaybackMark)], "marks cut short by clear never count as played"
 
@@ -349,9 +350,11 @@ async def test_reply_on_pause_over_the_phone(media_dir: Any) -> None:
             marks_after_first = len(call.of("mark"))
             await call.talk([silence(0.6)])
             barge_at = anyio.current_time()
-            await call.talk([clip])  # repeat: the second reply is interrupted by a third turn
-            await call.talk([silence(1.0)])
-            await call.talk([clip.slice(0, 4800)])
+            await call.talk([clip, silence(0.5)])  # a second turn ...
+            with anyio.fail_after(3):
+                while not [t for t, _ in call.of("media") if t > barge_at]:
+                    await call.talk([silence(0.1)])
+            await call.talk([clip])  # ... whose reply the caller talks over
             await call.stop()
     assert marks_after_first >= 1
     replies = call.of("media")

@@ -141,13 +141,12 @@ async def test_barge_in_clears_queued_audio(media_dir: Any) -> None:
     clears = received.of("clear")
     assert len(clears) == 1 and clears[0][1] == {"event": "clear"}
     clear_at = clears[0][0]
-    assert clear_at - interrupt_sent < 0.4, "clear must follow the new speech at once"
+    assert interrupt_sent < clear_at < second_done, "clear while the user is still talking, not after a pause"
     old = [t for t, _ in received.of("media") if t < clear_at]
     after = [t for t, _ in received.of("media") if t > clear_at]
     assert old, "the first reply was playing"
     assert not after, f"{len(after)} frames of the old reply arrived after clear"
     assert len(old) * 0.02 < clip.duration_s, "the old reply was cut short"
-    assert second_done > clear_at
 
 
 async def test_pcm16_binary_frames(media_dir: Any) -> None:
@@ -311,14 +310,16 @@ async def test_reply_on_pause_reply_and_barge_in(media_dir: Any) -> None:
             received = Received()
             async with anyio.create_task_group() as group:
                 group.start_soon(collect, ws, received)
-                await talk(ws, [clip, silence(16000, 1.2)])
-                assert received.of("media"), "the reply started within 1.2 s of the end of speech"
+                await talk(ws, [clip, silence(16000, 0.8)])
+                with anyio.fail_after(3):
+                    while not received.of("media"):  # keep the line open until the reply plays
+                        await talk(ws, [silence(16000, 0.1)])
                 barge_at = anyio.current_time()
-                await talk(ws, [clip.slice(0, 9600)])
+                barge_end = await talk(ws, [clip])  # talks over the reply
                 await ws.send('{"event":"stop"}')
         logs = [m["data"] for _, m in received.messages if isinstance(m, dict) and m.get("type") == "log"]
         assert logs[:3] == ["started_talking", "pause_detected", "response_starting"]
         clears = received.of("clear")
-        assert clears and clears[0][0] - barge_at < 0.5, "clear at speech onset, not after the next pause"
+        assert clears and barge_at < clears[0][0] < barge_end, "clear at speech onset, not after the next pause"
         assert not [t for t, _ in received.of("media") if t > clears[0][0]]
         await settle(stream, baseline)

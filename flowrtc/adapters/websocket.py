@@ -1,21 +1,17 @@
 """Audio over a WebSocket: FastRTC's JSON protocol at ``WS /websocket/offer``.
 
-The wire (see ``docs/websocket-and-phone.md`` for the full table):
-
-* client → server, JSON text: ``start`` (``websocket_id``; optional ``sample_rate``,
-  ``output_sample_rate``, ``format``), ``media`` (``media.payload``: base64 µ-law, or
-  base64 s16le PCM when ``format`` is ``pcm16``), ``stop``, ``ping``, ``mark``; with
-  ``format: "pcm16"`` also binary frames of s16le mono PCM.
-* server → client: ``media`` (20 ms frames, paced in real time with a small lead;
-  binary s16le frames in PCM16 mode), ``clear`` (drop queued audio: barge-in),
-  ``pong``, ``started`` (the negotiated format, only when the client negotiated),
-  FastRTC's ``{"type", "data"}`` messages (``log``, ``send_input``, ...) and errors
-  ``{"event": "error", "type": "error", "kind", "message"}`` followed by a close code.
+Client → server: ``start`` (``websocket_id``; optional ``sample_rate``,
+``output_sample_rate``, ``format``), ``media`` (base64 µ-law, or s16le PCM with
+``"format": "pcm16"``, which also allows binary frames), ``mark``, ``ping``, ``stop``.
+Server → client: paced 20 ms ``media`` (binary in PCM16 mode), ``clear`` on barge-in,
+``pong``, ``started`` (only after a negotiated start), FastRTC's ``{"type", "data"}``
+messages, and typed errors followed by a close code (:mod:`flowrtc.limits`).
+The full wire is in ``docs/websocket-and-phone.md``.
 
 :class:`MediaSocket` holds what every audio WebSocket shares (limits, pacing,
-barge-in, session lifecycle); :mod:`flowrtc.adapters.twilio` speaks Twilio's
-Media Streams on top of it. Resampling happens in operators: input is handed to
-the session at the client's rate, output goes through ``encode``.
+barge-in, session lifecycle); :mod:`flowrtc.adapters.twilio` speaks Twilio's Media
+Streams on top of it. Input reaches the session at the client's rate (the graph
+resamples); output goes through ``encode`` to the wire's rate.
 """
 
 from __future__ import annotations
