@@ -323,3 +323,70 @@ async def test_reply_on_pause_reply_and_barge_in(media_dir: Any) -> None:
         assert clears and barge_at < clears[0][0] < barge_end, "clear at speech onset, not after the next pause"
         assert not [t for t, _ in received.of("media") if t > clears[0][0]]
         await settle(stream, baseline)
+
+
+class EchoHandler:
+    """A FastRTC-style AsyncStreamHandler: echoes each frame, records its context and its shutdown."""
+
+    shutdowns: list[str] = []
+
+    @staticmethod
+    def make() -> Any:
+        import asyncio
+
+        from flowrtc import AsyncStreamHandler, get_current_context, wait_for_item
+
+        class Echo(AsyncStreamHandler):
+            def __init__(self) -> None:
+                super().__init__(input_sample_rate=8000, output_sample_rate=8000)
+                self.queue: asyncio.Queue[Any] = asyncio.Queue()
+                self.context_id = ""
+
+            async def receive(self, frame: tuple[int, np.ndarray]) -> None:
+                self.context_id = get_current_context().webrtc_id
+                await self.queue.put(frame)
+
+            async def emit(self) -> Any:
+                return await wait_for_item(self.queue)
+
+            def copy(self) -> Echo:
+                return Echo()
+
+            async def shutdown(self) -> None:
+                EchoHandler.shutdowns.append(self.context_id)
+
+        return Echo()
+
+
+@pytest.mark.parametrize("route", ["websocket", "phone"])
+async def test_classic_handler_echo_and_shutdown_on_both_routes(media_dir: Any, route: str) -> None:
+    """An AsyncStreamHandler over each route: audio echoed, the context's id is the session's, shutdown() runs on disconnect."""
+    EchoHandler.shutdowns.clear()
+    stream = Stream(EchoHandler.make(), modality="audio", concurrency_limit=None)
+    clip = load_audio(media_dir / HELLO)  # 8 kHz
+    sid = "MZ" + "e" * 32
+    async with serve(stream) as host:
+        baseline = resource_snapshot()
+        path = "/websocket/offer" if route == "websocket" else "/telephone/handler"
+        async with connect(f"ws://{host}{path}") as ws:
+            if route == "websocket":
+                await ws.send(json.dumps({"event": "start", "websocket_id": sid}))
+            else:
+                await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+                    "streamSid": sid, "callSid": "CA1", "accountSid": "AC1", "tracks": ["inbound"], "customParameters": {},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+            received = Received()
+            async with anyio.create_task_group() as group:
+                group.start_soon(collect, ws, received)
+                async for index, frame in paced(mulaw_frames(clip)):
+                    message: dict[str, Any] = {"event": "media", "media": {"payload": b64(frame)}}
+                    if route == "phone":
+                        message.update(streamSid=sid, sequenceNumber=str(index + 2))
+                    await ws.send(json.dumps(message))
+                await anyio.sleep(0.3)
+                group.cancel_scope.cancel()
+        # the client went away without stop
+        await settle(stream, baseline)
+    echoed = np.concatenate([payload_samples(m) for _, m in received.of("media")])
+    assert abs(len(echoed) - clip.n_samples) <= 160 and rms(echoed) > 1000
+    assert EchoHandler.shutdowns == [sid], "shutdown() ran once, with the session's context"
