@@ -376,3 +376,31 @@ async def test_too_many_negotiating_peers_are_refused() -> None:
     assert sum(1 for a in answers if a.get("type") == "answer") == 5
     assert answers[-1] == {"status": "failed", "meta": {"error": "too_many_pending_connections", "limit": 5}}
     await assert_all_closed(stream)
+
+
+def test_flowrtc_demo_serves_the_page() -> None:
+    """`make demo` runs `flowrtc demo`: Stream.launch() with uvicorn, the page and its config."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "flowrtc.cli", "demo", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                config = httpx.get(f"http://127.0.0.1:{port}/config").json()
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() is not None else "no answer"
+                time.sleep(0.1)
+        assert config["ui_args"] == {"title": "flowrtc echo"} and config["mode"] == "send-receive"
+        assert "static/app.js" in httpx.get(f"http://127.0.0.1:{port}/").text
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}/" in out

@@ -5,11 +5,13 @@ The adapter only converts. Each peer connection is one
 
 * input: every decoded aiortc frame becomes an AudioChunk (48 kHz int16, mono
   unless the client declared stereo Opus; pts = samples received) or a
-  VideoFrame (bgr24) and goes to the session; the graph resamples. A reader per track keeps aiortc's (unbounded) queue empty
-  and hands frames on through a bounded buffer that drops the oldest frame
-  when the graph falls more than ``input_buffer_frames`` behind.
+  VideoFrame (bgr24) and goes to the session; the graph resamples. A reader
+  per track keeps aiortc's (unbounded) queue empty and hands frames on through
+  a bounded buffer that drops the oldest frame when the graph falls more than
+  ``input_buffer_frames`` behind.
 * output: AudioChunks → 20 ms 48 kHz stereo frames → :class:`AudioOutputTrack`
-  (bounded, paced by wall clock); VideoFrames → :class:`VideoOutputTrack`
+  (bounded, paced by wall clock, Opus-encoded by the track when Opus was
+  negotiated, silent while idle); VideoFrames → :class:`VideoOutputTrack`
   (latest wins); ``Interrupt`` flushes unplayed audio; events become
   FastRTC's data-channel messages (``adapters.messages.to_wire``).
 * lifecycle: the session ends when the connection fails or closes, when the
@@ -38,7 +40,7 @@ from flowrtc.adapters.messages import encode_message, to_wire
 from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, first_audio_codec, offered_kinds, parse_candidate
 from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame
 from flowrtc.errors import SessionClosed
-from flowrtc.events import CloseStream, Interrupt
+from flowrtc.events import CloseStream, Error, Interrupt
 from flowrtc.hub import ConcurrencyLimitReached, ConnectionExists
 from flowrtc.ice import aiortc_configuration
 from flowrtc.limits import RateLimiter
@@ -151,11 +153,14 @@ class WebRTCTransport:
 
     # -- supervisor ------------------------------------------------------------------
     async def _ensure_running(self) -> TaskGroup:
-        if self._task_group is not None and self._supervisor is not None and not self._supervisor.done():
+        supervisor = self._supervisor
+        loop = asyncio.get_running_loop()
+        # (A supervisor of another, finished event loop, e.g. a previous test client's, is left behind.)
+        if self._task_group is not None and supervisor is not None and not supervisor.done() and supervisor.get_loop() is loop:
             return self._task_group
         ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(ready, self._stop), name="flowrtc-webrtc-peers")
+        self._supervisor = loop.create_task(self._supervise(ready, self._stop), name="flowrtc-webrtc-peers")
         await ready.wait()
         assert self._task_group is not None
         return self._task_group
@@ -456,6 +461,8 @@ class WebRTCTransport:
             message = to_wire(item)
             if message is not None:
                 peer.send_message(message)
+            if isinstance(item, Error):
+                logger.info("webrtc peer %s: the graph failed (%s: %s); closing", peer.webrtc_id, item.kind, item.message)
             if isinstance(item, CloseStream):
                 closing = True
                 break
