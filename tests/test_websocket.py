@@ -320,7 +320,8 @@ async def test_reply_on_pause_reply_and_barge_in(media_dir: Any) -> None:
         logs = [m["data"] for _, m in received.messages if isinstance(m, dict) and m.get("type") == "log"]
         assert logs[:3] == ["started_talking", "pause_detected", "response_starting"]
         clears = received.of("clear")
-        assert clears and barge_at < clears[0][0] < barge_end, "clear at speech onset, not after the next pause"
+        # The next pause could only end 0.35 s after this speech: a clear before that came from the onset.
+        assert clears and barge_at < clears[0][0] < barge_end + 0.3, (barge_at, clears[:1], barge_end)
         assert not [t for t, _ in received.of("media") if t > clears[0][0]]
         await settle(stream, baseline)
 

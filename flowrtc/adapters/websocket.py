@@ -363,6 +363,7 @@ class MediaSocket:
 
     async def _send_paced(self) -> None:
         due = 0.0  # when the client will have played everything sent so far
+        due_generation = 0
         batch_open = False
         while True:
             if self.marks_batches and batch_open and not len(self.playout):
@@ -374,6 +375,8 @@ class MediaSocket:
                     batch_open = False
             generation, frame = await self.playout.get()
             now = anyio.current_time()
+            if generation != due_generation:  # after a clear the client holds nothing
+                due, due_generation = 0.0, generation
             if due < now:
                 due = now
             elif due - now >= PLAYOUT_LEAD_S:
