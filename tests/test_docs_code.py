@@ -11,6 +11,10 @@ non-blank line before it is a marker:
   installed, skipped otherwise; a requirement that is not a known extra
   (``kokoro``, ``moonshine``: weights you provide) is treated as external.
 
+* ``<!-- excerpt: examples/x.py -->``: the block quotes a runnable example
+  (which tests/test_examples.py runs); every line of it, ``...`` aside, must
+  appear in that file, so the quote cannot drift from the code.
+
 A block that would serve forever (``.launch(``, ``uvicorn.run(``) must be
 marked; this test refuses to start it.
 
@@ -50,6 +54,7 @@ EXTRAS = {
     "tts": ("hibari",),
 }
 MARKER = re.compile(r"^<!--\s*requires:\s*(?P<needs>[^>]*?)\s*-->$")
+EXCERPT = re.compile(r"^<!--\s*excerpt:\s*(?P<path>\S+)\s*-->$")
 SERVES_FOREVER = re.compile(r"\.launch\(|uvicorn\.run\(|serve_forever\(")
 
 # Runs one block: the same warning filters as pyproject.toml's pytest settings, and line
@@ -72,6 +77,7 @@ class Block:
     line: int  # first line of code, 1-based
     code: str
     needs: tuple[str, ...]  # from the requires marker; () when unmarked
+    excerpt_of: str | None = None  # the example file an excerpt block quotes
 
     @property
     def name(self) -> str:
@@ -89,7 +95,9 @@ def python_blocks(page: Path) -> list[Block]:
             before = next((line.strip() for line in reversed(lines[:index]) if line.strip()), "")
             marker = MARKER.match(before)
             needs = tuple(n.strip() for n in marker.group("needs").split(",") if n.strip()) if marker else ()
-            blocks.append(Block(page, index + 2, "\n".join(lines[index + 1 : end]) + "\n", needs))
+            excerpt = EXCERPT.match(before)
+            code = "\n".join(lines[index + 1 : end]) + "\n"
+            blocks.append(Block(page, index + 2, code, needs, excerpt.group("path") if excerpt else None))
             index = end
         index += 1
     return blocks
@@ -118,6 +126,12 @@ def test_the_docs_have_python_blocks() -> None:
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])
 def test_doc_block_runs(block: Block) -> None:
+    if block.excerpt_of is not None:
+        source = (ROOT / block.excerpt_of).read_text(encoding="utf-8")
+        quoted = [line.split("#")[0].strip() for line in block.code.splitlines()]
+        missing = [line for line in quoted if line and line != "..." and line not in source]
+        assert not missing, f"{block.name} quotes lines that {block.excerpt_of} does not have: {missing}"
+        return
     reason = missing_requirement(block)
     if reason is not None:
         pytest.skip(reason)
