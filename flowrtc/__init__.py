@@ -37,20 +37,34 @@ from flowrtc.events import (
 )
 from flowrtc.graph import Graph, Ports
 from flowrtc.media import AudioChunk, VideoFrame
-from flowrtc.models.stt import get_stt_model
-from flowrtc.models.tts import get_tts_model
+from flowrtc.credentials import (
+    get_cloudflare_turn_credentials,
+    get_cloudflare_turn_credentials_async,
+    get_hf_turn_credentials,
+    get_hf_turn_credentials_async,
+    get_turn_credentials,
+    get_turn_credentials_async,
+    get_twilio_turn_credentials,
+)
+from flowrtc.models.protocol import PauseDetectionModel
+from flowrtc.models.stt import STTModel, get_stt_model
+from flowrtc.models.tts import HibariTTSOptions, KokoroTTSOptions, TTSModel, get_tts_model
 from flowrtc.operators import (
     Flow,
     Pipe,
     decode,
     encode,
     handler,
+    interrupt,
     mulaw_decode,
     mulaw_encode,
     operator,
     pace,
+    pause_gate,
     rechunk,
+    reply,
     resample,
+    vad,
 )
 from flowrtc.context import Context, get_current_context
 from flowrtc.handlers.base import (
@@ -60,11 +74,12 @@ from flowrtc.handlers.base import (
     StreamHandler,
     StreamHandlerBase,
 )
-from flowrtc.handlers.options import AlgoOptions, SileroVadOptions
+from flowrtc.handlers.options import AlgoOptions, ModelOptions, SileroVadOptions
 from flowrtc.handlers.reply_on_pause import ReplyOnPause
 from flowrtc.handlers.reply_on_stopwords import ReplyOnStopWords
 from flowrtc.handlers.video import VideoStreamHandler
 from flowrtc.inputs import Checkbox, Dropdown, Number, Slider, Text, Textbox
+from flowrtc.operators.speech import stt, tts
 from flowrtc.operators.video import fps, skip_frames
 from flowrtc.session import Session, current_session, get_current_session
 from flowrtc.stream import Stream
@@ -73,6 +88,8 @@ from flowrtc.utils import (
     async_aggregate_bytes_to_16bit,
     audio_to_bytes,
     audio_to_file,
+    audio_to_float32,
+    audio_to_int16,
     wait_for_item,
 )
 
@@ -98,14 +115,18 @@ __all__ = [
     "FlowRTCError",
     "Graph",
     "GraphError",
+    "HibariTTSOptions",
     "Interrupt",
+    "KokoroTTSOptions",
     "LimitExceeded",
     "Log",
     "MediaError",
     "Message",
     "MissingExtraError",
+    "ModelOptions",
     "Number",
     "PauseDetected",
+    "PauseDetectionModel",
     "Pipe",
     "PlaybackMark",
     "Ports",
@@ -114,6 +135,7 @@ __all__ = [
     "ReplyOnPause",
     "ReplyOnStopWords",
     "ReplyStarted",
+    "STTModel",
     "Session",
     "SessionClosed",
     "SileroVadOptions",
@@ -124,6 +146,7 @@ __all__ = [
     "Stream",
     "StreamHandler",
     "StreamHandlerBase",
+    "TTSModel",
     "Text",
     "Textbox",
     "Transcript",
@@ -136,21 +159,36 @@ __all__ = [
     "async_aggregate_bytes_to_16bit",
     "audio_to_bytes",
     "audio_to_file",
+    "audio_to_float32",
+    "audio_to_int16",
     "current_session",
     "decode",
     "encode",
     "fps",
+    "get_cloudflare_turn_credentials",
+    "get_cloudflare_turn_credentials_async",
     "get_current_context",
     "get_current_session",
+    "get_hf_turn_credentials",
+    "get_hf_turn_credentials_async",
     "get_stt_model",
     "get_tts_model",
+    "get_turn_credentials",
+    "get_turn_credentials_async",
+    "get_twilio_turn_credentials",
     "handler",
+    "interrupt",
     "mulaw_decode",
     "mulaw_encode",
     "operator",
     "pace",
+    "pause_gate",
     "rechunk",
+    "reply",
     "resample",
     "skip_frames",
+    "stt",
+    "tts",
+    "vad",
     "wait_for_item",
 ]

@@ -28,6 +28,8 @@ __all__ = [
     "audio_to_file",
     "aggregate_bytes_to_16bit",
     "async_aggregate_bytes_to_16bit",
+    "audio_to_float32",
+    "audio_to_int16",
 ]
 
 _FORMATS = {"mp3": ("mp3", "libmp3lame"), "wav": ("wav", "pcm_s16le"), "flac": ("flac", "flac")}
@@ -129,3 +131,31 @@ async def async_aggregate_bytes_to_16bit(chunks_iterator: AsyncIterable[bytes]) 
         samples = aggregator.push(chunk)
         if samples is not None:
             yield samples
+
+
+def _samples(audio: tuple[int, np.ndarray] | np.ndarray | AudioChunk) -> np.ndarray:
+    if isinstance(audio, AudioChunk):
+        return audio.samples
+    if isinstance(audio, tuple):
+        return np.asarray(audio[1])
+    return np.asarray(audio)
+
+
+def audio_to_float32(audio: tuple[int, np.ndarray] | np.ndarray | AudioChunk) -> np.ndarray:
+    """Samples as float32 in [-1, 1] (int16 is scaled by 1/32768; float is passed through), same shape."""
+    samples = _samples(audio)
+    if samples.dtype == np.int16:
+        return samples.astype(np.float32) / np.float32(32768.0)
+    if np.issubdtype(samples.dtype, np.floating):
+        return samples.astype(np.float32, copy=False)
+    raise MediaError(f"audio_to_float32 takes int16 or float samples, got {samples.dtype}")
+
+
+def audio_to_int16(audio: tuple[int, np.ndarray] | np.ndarray | AudioChunk) -> np.ndarray:
+    """Samples as int16 (float in [-1, 1] is scaled by 32767 and clipped; int16 is passed through), same shape."""
+    samples = _samples(audio)
+    if samples.dtype == np.int16:
+        return samples
+    if np.issubdtype(samples.dtype, np.floating):
+        return np.clip(np.rint(samples * 32767.0), -32768, 32767).astype(np.int16)
+    raise MediaError(f"audio_to_int16 takes int16 or float samples, got {samples.dtype}")

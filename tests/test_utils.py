@@ -181,3 +181,18 @@ def test_gradio_like_components_become_specs_by_class_name() -> None:
     assert input_values([Slider(value=1), component("State", value={"a": 1})]) == [1, {"a": 1}]
     spec = Slider()
     assert as_input(spec) is spec
+
+
+def test_audio_to_float32_and_int16_convert_samples_and_keep_shape() -> None:
+    import numpy as np
+
+    from flowrtc import audio_to_float32, audio_to_int16
+
+    pcm = np.array([[-32768, -16384, 0, 16384, 32767]], np.int16)
+    as_float = audio_to_float32((8000, pcm))
+    assert as_float.dtype == np.float32 and as_float.shape == (1, 5)
+    assert as_float[0, 0] == -1.0 and as_float[0, 2] == 0.0 and abs(as_float[0, 3] - 0.5) < 1e-6
+    back = audio_to_int16(as_float)
+    assert back.dtype == np.int16 and np.abs(back.astype(int) - pcm).max() <= 1
+    assert audio_to_int16(np.array([2.0, -2.0], np.float32)).tolist() == [32767, -32768]
+    assert audio_to_int16(pcm) is pcm
