@@ -182,6 +182,7 @@
         break;
       case "error":
         showError(data);
+        stop("failed"); // the server ends a session whose handler failed
         break;
       case "stopword":
         log("stopword", "stop word detected");
@@ -273,8 +274,14 @@
         } else if (connection === "failed") {
           showError("the connection failed (a TURN server may be needed on this network)");
           stop("failed");
-        } else if (connection === "closed" || connection === "disconnected") {
+        } else if (connection === "closed") {
           if (state.status === "connected") stop();
+        } else if (connection === "disconnected") {
+          // Often a blip that ICE recovers from; give it a few seconds.
+          const watched = pc;
+          setTimeout(() => {
+            if (pc === watched && pc.connectionState !== "connected") stop();
+          }, 4000);
         }
       };
       pc.ontrack = (event) => {
