@@ -329,6 +329,9 @@ def build_app(stream: Any, *, http: HTTPOptions | None = None, webrtc: WebRTCOpt
     """A Litestar app serving only ``stream`` (what :meth:`Stream.app` returns)."""
     on_shutdown = list(litestar_kwargs.pop("on_shutdown", []))
     on_shutdown.append(_shutdown_hook(stream))
+    # Litestar's default logging config takes over the root logger at INFO (aioice then logs
+    # every ICE check); leave logging to the application.
+    litestar_kwargs.setdefault("logging_config", None)
     return Litestar(route_handlers=stream_routes(stream, http=http, webrtc=webrtc), on_shutdown=on_shutdown, **litestar_kwargs)
 
 
