@@ -204,7 +204,7 @@ class AudioChunk:
             want = _LAYOUT_CHANNELS.get(layout) if layout else None
             if want is not None and rows != want and cols == want:
                 array = array.T
-            elif want is None and cols <= _MAX_CHANNELS and rows > cols:
+            elif want is None and 0 < cols <= _MAX_CHANNELS and rows > cols:
                 array = array.T
         else:
             raise MediaError(f"audio arrays must be 1-D or 2-D, got shape {array.shape}")

@@ -376,3 +376,12 @@ def test_event_signatures_fastrtc_users_rely_on(hello: AudioChunk) -> None:
     assert utterance.audio is hello and utterance.end_s - utterance.start_s == pytest.approx(1.21)
     with pytest.raises(TypeError):
         events.Interrupt(1.0)  # type: ignore[misc]  # media time is keyword-only
+
+
+def test_an_empty_planar_array_is_an_empty_chunk_not_zero_channels() -> None:
+    import numpy as np
+
+    from flowrtc.media import AudioChunk
+
+    chunk = AudioChunk.from_tuple((16000, np.zeros((1, 0), np.int16)))
+    assert chunk.channels == 1 and chunk.n_samples == 0

@@ -259,7 +259,9 @@ class WebRTCTransport:
         try:
             # A short session output queue: an Interrupt overtakes at most a few queued
             # frames before it reaches the track queue, which it flushes.
-            async with stream.session(webrtc_id, transport="webrtc", transport_object=peer, output_buffer=4) as session:
+            # No transport_object: FastRTC code reads get_current_context().websocket to tell a
+            # WebSocket or phone call from WebRTC, where it is None.
+            async with stream.session(webrtc_id, transport="webrtc", output_buffer=4) as session:
                 self.peers[webrtc_id] = peer
                 try:
                     answer = await self._negotiate(peer, sdp)
