@@ -152,7 +152,10 @@ class Session:
             pipes = self.graph.open(Ports(self._audio.receive, self._video.receive, self._messages.receive))
         except BaseException:
             self._task_group.cancel_scope.cancel()
-            await self._task_group.__aexit__(None, None, None)
+            try:
+                await self._task_group.__aexit__(None, None, None)
+            finally:
+                self._close_channels()
             raise
         self._running_pipes = len(pipes)
         self._task_group.start_soon(self._run_graph, pipes)
@@ -166,15 +169,19 @@ class Session:
         try:
             return await self._task_group.__aexit__(*exc_info)
         finally:
-            for channel in (self._audio, self._video, self._messages, self._output):
-                channel.send.close()
-                channel.receive.close()
-            self.closed.set()
-            if self._context_token is not None:
-                try:
-                    _current.reset(self._context_token)
-                except ValueError:  # exited from another context; nothing to restore
-                    pass
+            self._close_channels()
+
+    def _close_channels(self) -> None:
+        for channel in (self._audio, self._video, self._messages, self._output):
+            channel.send.close()
+            channel.receive.close()
+        self.closed.set()
+        if self._context_token is not None:
+            try:
+                _current.reset(self._context_token)
+            except ValueError:  # exited from another context; nothing to restore
+                pass
+            self._context_token = None
 
     def cancel(self) -> None:
         """End the session now, from anywhere on its event loop."""

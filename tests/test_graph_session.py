@@ -398,3 +398,19 @@ async def test_emit_and_emit_nowait_share_the_ordered_output() -> None:
         await session.end_input()
         with pytest.raises(anyio.EndOfStream):
             await session.receive()
+
+
+async def test_a_graph_that_fails_to_build_leaves_no_open_channel() -> None:
+    import gc
+
+    from flowrtc.graph import Graph
+    from flowrtc.session import Session, current_session
+
+    def broken(ports: object) -> object:
+        raise RuntimeError("cannot build")
+
+    with pytest.raises(RuntimeError, match="cannot build"):
+        async with Session(Graph(build=broken)):
+            pass
+    gc.collect()  # an unclosed memory stream would warn here (warnings are errors)
+    assert current_session() is None

@@ -312,10 +312,20 @@ async def test_fastapi_mount_at_the_root_like_fastrtc() -> None:
     async def mine() -> dict[str, str]:
         return {"route": "mine"}
 
-    stream.mount(app)  # path="" as FastRTC's default: routes defined before win
+    stream.mount(app)  # path="" as FastRTC's default: the app's own routes win
+
+    # FastRTC's documented pattern: mount first, then add your own input hook.
+    @app.post("/input_hook")
+    async def my_input_hook(body: dict[str, Any]) -> dict[str, str]:
+        return {"route": "my input hook", "webrtc_id": body["webrtc_id"]}
+
     with running_server(app) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
             assert (await client.get("/mine")).json() == {"route": "mine"}
+            hook = await client.post("/input_hook", json={"webrtc_id": "abc", "value": 1})
+            assert hook.json() == {"route": "my input hook", "webrtc_id": "abc"}
+            assert (await client.get("/config")).status_code == 200  # the stream's own route
+            assert (await client.get("/not-a-route")).status_code == 404  # nothing else is claimed
         await exercise(server.url, "", stream)
 
 

@@ -338,8 +338,9 @@ def build_app(stream: Any, *, http: HTTPOptions | None = None, webrtc: WebRTCOpt
 def mount(stream: Any, app: Any, path: str = "", *, tags: list[str] | None = None, http: HTTPOptions | None = None, webrtc: WebRTCOptions | None = None) -> None:
     """Add ``stream``'s routes to a Litestar app, or mount its app on a Starlette/FastAPI app.
 
-    On a Starlette/FastAPI app, ``path=""`` mounts a catch-all: routes you add
-    to ``app`` *after* this call are shadowed, so prefer a path such as ``"/rtc"``.
+    On a Starlette/FastAPI app the mount serves only the stream's own paths, and a
+    route the app defines itself wins even when added after this call (FastRTC's
+    ``stream.mount(app)`` then ``@app.post("/input_hook")`` pattern works).
     """
     if path and not path.startswith("/"):
         raise ConfigurationError(f"mount path must start with '/', got {path!r}")
