@@ -292,29 +292,31 @@ async def _one_session(graph: Graph, frames: list[AudioChunk]) -> None:
                 pass
 
 
-async def _cpu_run(handler: ReplyOnPause, frames: list[AudioChunk], sessions: int) -> float:
-    await _one_session(handler.copy().graph(), frames[:200])  # load the model, warm the engine
+async def _cpu_run(make_graph: Callable[[], Graph], frames: list[AudioChunk], sessions: int) -> float:
+    await _one_session(make_graph(), frames[:200])  # load the model, warm the engine
     gc.collect()
     cpu = time.process_time()
     async with anyio.create_task_group() as tg:
         for _ in range(sessions):
-            tg.start_soon(_one_session, handler.copy().graph(), frames)
+            tg.start_soon(_one_session, make_graph(), frames)
     return time.process_time() - cpu
 
 
 def bench_cpu(runs: int, sessions: int) -> list[tuple[str, float]]:
-    configs = [
-        ("8 kHz in, fn at 8 kHz, out 8 kHz (phone)", 8000, dict(input_sample_rate=8000, output_sample_rate=8000)),
-        ("48 kHz in, defaults (fn 48 kHz, out 24 kHz)", 48000, {}),
-        ("8 kHz in, defaults (fn 48 kHz, out 24 kHz)", 8000, {}),
+    phone = ReplyOnPause(echo, input_sample_rate=8000, output_sample_rate=8000)
+    configs: list[tuple[str, int, Callable[[], Graph]]] = [
+        ("8 kHz in, fn at 8 kHz, out 8 kHz (phone)", 8000, lambda: phone.copy().graph()),
+        ("the same graph, VAD inline (batched=False)", 8000, lambda: phone_graph(batched=False)),
+        ("48 kHz in, defaults (fn 48 kHz, out 24 kHz)", 48000, lambda: ReplyOnPause(echo).graph()),
+        ("8 kHz in, defaults (fn 48 kHz, out 24 kHz)", 8000, lambda: ReplyOnPause(echo).graph()),
     ]
     rows = []
-    for label, rate, options in configs:
+    for label, rate, make_graph in configs:
         audio = conversation(rate)
         frames = audio_frames(audio)
         results = []
         for _ in range(runs):
-            cpu = asyncio.run(_cpu_run(ReplyOnPause(echo, **options), frames, sessions))
+            cpu = asyncio.run(_cpu_run(make_graph, frames, sessions))
             results.append(cpu / (sessions * audio.duration_s))
         rows.append((label, statistics.median(results)))
     return rows
@@ -333,14 +335,16 @@ async def _probe(source: AsyncIterable[Any], *, clock: Callable[[], float], lags
             yield item
 
 
-def probed_graph(lags: list[float], start: Callable[[], float], *, batched: bool, engine: Any = None) -> Graph:
-    """ReplyOnPause's graph (8 kHz phone settings) with a lag probe after the VAD."""
+def phone_graph(*, batched: bool, lags: list[float] | None = None, clock: Callable[[], float] | None = None, engine: Any = None) -> Graph:
+    """ReplyOnPause's graph at 8 kHz phone settings, with an optional lag probe after the VAD."""
     s = turn_settings()
+    detector = vad(threshold=s.threshold, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms, batched=batched, engine=engine)
+    if lags is not None and clock is not None:
+        detector = detector | _probe(clock=clock, lags=lags)
     pipe = (
         decode()
         | resample(layout="mono")
-        | vad(threshold=s.threshold, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms, batched=batched, engine=engine)
-        | _probe(clock=start, lags=lags)
+        | detector
         | pause_gate(speech_pad_ms=s.speech_pad_ms, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms)
         | reply(echo, sample_rate=8000, output_sample_rate=8000)
         | interrupt()
@@ -360,7 +364,8 @@ async def _realtime(sessions: int, seconds: float, batched: bool, engine: Any = 
         t0 = loop.time()
         lags: list[float] = []
         all_lags.append(lags)
-        async with Session(probed_graph(lags, lambda: loop.time() - t0, batched=batched, engine=engine)) as session:
+        graph = phone_graph(batched=batched, lags=lags, clock=lambda: loop.time() - t0, engine=engine)
+        async with Session(graph) as session:
 
             async def feed() -> None:
                 for k in range(n_frames):

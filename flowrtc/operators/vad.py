@@ -17,7 +17,6 @@ resampled, for the model only (the audio passed on is untouched).
 
 from __future__ import annotations
 
-import math
 from typing import Any, AsyncIterable, AsyncIterator
 
 import anyio.to_thread
