@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,16 @@ def test_constructor_matches_fastrtc() -> None:
     assert math.isinf(handler.algo_options.max_continuous_speech_s)
 
 
+def emit_next(handler: ReplyOnPause, within_s: float = 10.0) -> Any:
+    """Call the sync ``emit`` (which returns None after 0.1 s without output) until something comes."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        out = handler.emit()
+        if out is not None:
+            return out
+    raise AssertionError("no output")
+
+
 def test_driving_it_by_hand_with_receive_and_emit() -> None:
     calls = Calls()
     handler = ReplyOnPause(calls, input_sample_rate=16000, output_sample_rate=16000)
@@ -279,15 +290,21 @@ def test_driving_it_by_hand_with_receive_and_emit() -> None:
         handler.start_up()
         for frame in audio_frames(join(load_audio(HELLO, sample_rate=16000), 1.2, rate=16000)):
             handler.receive((16000, np.array(frame.samples)))
-        outputs = []
+        outputs = [emit_next(handler)]
         while (out := handler.emit()) is not None:
             outputs.append(out)
         assert len(calls.calls) == 1
-        assert outputs and all(rate == 16000 and array.shape[0] == 1 for rate, array in outputs)
+        assert all(rate == 16000 and array.shape[0] == 1 for rate, array in outputs)
+        assert sum(array.shape[1] for _, array in outputs) == 3200  # the 0.2 s beep, in 20 ms frames
         # trigger_response answers now, even with nothing said
         handler.trigger_response()
-        assert handler.emit() is not None and len(calls.calls) == 2
+        assert emit_next(handler) is not None and len(calls.calls) == 2
         assert calls.calls[1][1].shape == (1, 0)
+        while handler.emit() is not None:  # the rest of the second beep
+            pass
+        started = time.monotonic()
+        assert handler.emit() is None
+        assert time.monotonic() - started >= 0.09  # an idle emit waits instead of spinning
     finally:
         handler.shutdown()
 

@@ -36,8 +36,8 @@ __all__ = ["interrupt"]
 
 _END = object()
 _CANCELLED = object()
-#: Wall time a running reply gets per item to reach the moment it would be cut at.
-CATCH_UP_S = 0.05
+#: Wall time a running reply that is behind gets to produce audio up to the moment it would be cut at.
+CATCH_UP_S = 0.1
 
 
 class _Step:
@@ -137,11 +137,11 @@ async def interrupt(source: AsyncIterable[Any], *, can_interrupt: bool = True) -
     ``ReplyEnded`` when it has produced everything (``media_time_s``: where its
     audio ends) or was cut (``interrupted=True``).
 
-    Before cutting at ``t`` a reply whose audio does not reach ``t`` yet gets
-    ``CATCH_UP_S`` of wall time per item to produce more: a reply made faster
+    Before cutting at ``t`` a reply whose audio does not reach ``t`` yet gets up
+    to ``CATCH_UP_S`` (0.1 s) of wall time to produce more: a reply made faster
     than real time (the usual case, and every test fed faster than real time)
-    is then cut at the same place on every run; a stalled one is cut at most
-    that much later.
+    is then cut at the same place on every run; a stalled one (nothing audible
+    to cut) is cancelled at most that much later.
     """
     loop = asyncio.get_running_loop()
     waiting: deque[Reply] = deque()
@@ -185,12 +185,13 @@ async def interrupt(source: AsyncIterable[Any], *, can_interrupt: bool = True) -
         return [current.stamp(value)]
 
     async def catch_up(t: float) -> list[Any]:
-        """Let the running reply produce up to ``t`` before it is judged there."""
+        """Let the running reply produce up to ``t`` (for at most ``CATCH_UP_S``) before it is judged there."""
         out: list[Any] = []
+        deadline = loop.time() + CATCH_UP_S
         while current is not None and current.end_s < t:
             if current.step is None:
                 current.step = _Step(loop, current.items)
-            done, _ = await asyncio.wait([current.step.task], timeout=CATCH_UP_S)
+            done, _ = await asyncio.wait([current.step.task], timeout=max(0.0, deadline - loop.time()))
             if not done:
                 break
             out.extend(take_step())
