@@ -26,6 +26,7 @@ from flowrtc.graph import Graph
 from flowrtc.handlers.options import AlgoOptions, SileroVadOptions
 from flowrtc.media import AudioChunk
 from flowrtc.operators.codec import decode, encode
+from flowrtc.operators.core import Pipe
 from flowrtc.operators.interrupt import interrupt
 from flowrtc.operators.pause_gate import turn_taking
 from flowrtc.operators.reply import reply
@@ -113,7 +114,14 @@ class ReplyOnPause:
             decode()
             | resample(layout=self.expected_layout)
             | turn_taking(self.algo_options, self.model_options, model=self.model)
-            | reply(
+            | self._answer(startup=startup)
+        )
+        return Graph(audio=pipe, name=type(self).__name__, modality="audio")
+
+    def _answer(self, *, startup: bool) -> Pipe:
+        """``reply | interrupt | encode``: how each finished turn is answered (shared by subclasses)."""
+        return (
+            reply(
                 self.fn,
                 needs_args=True if self.needs_args else None,
                 sample_rate=self.input_sample_rate,
@@ -123,7 +131,6 @@ class ReplyOnPause:
             | interrupt(can_interrupt=self.can_interrupt)
             | encode(sample_rate=self.output_sample_rate, frame_ms=20)
         )
-        return Graph(audio=pipe, name=type(self).__name__, modality="audio")
 
     def copy(self) -> ReplyOnPause:
         """A new handler with the same settings (the model is shared)."""

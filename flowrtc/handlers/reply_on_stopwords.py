@@ -20,11 +20,9 @@ from flowrtc.events import StopWord
 from flowrtc.graph import Graph
 from flowrtc.handlers.options import AlgoOptions, SileroVadOptions
 from flowrtc.handlers.reply_on_pause import ReplyOnPause
-from flowrtc.operators.codec import decode, encode
+from flowrtc.operators.codec import decode
 from flowrtc.operators.core import Pipe
-from flowrtc.operators.interrupt import interrupt
 from flowrtc.operators.pause_gate import turn_settings, turn_taking
-from flowrtc.operators.reply import reply
 from flowrtc.operators.resample import resample
 from flowrtc.operators.stopwords import (
     DEFAULT_CHECK_EVERY_S,
@@ -128,15 +126,7 @@ class ReplyOnStopWords(ReplyOnPause):
                 speech_pad_ms=settings.speech_pad_ms,
             )
             | gate
-            | reply(
-                self.fn,
-                needs_args=True if self.needs_args else None,
-                sample_rate=self.input_sample_rate,
-                output_sample_rate=self.output_sample_rate,
-                startup_fn=self.startup_fn if startup else None,
-            )
-            | interrupt(can_interrupt=self.can_interrupt)
-            | encode(sample_rate=self.output_sample_rate, frame_ms=20)
+            | self._answer(startup=startup)
         )
         return Graph(audio=pipe, name=type(self).__name__, modality="audio")
 
