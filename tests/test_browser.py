@@ -82,7 +82,7 @@ def speech_wav() -> Iterator[Path]:
     """The recorded utterance, as the fake microphone's input (48 kHz mono; Chromium loops it)."""
     with tempfile.TemporaryDirectory() as folder:
         clip = load_clip(HELLO, 48000)
-        pause = AudioChunk(np.zeros((1, 48000 // 2), np.int16), 48000)
+        pause = AudioChunk(np.zeros((1, 48000), np.int16), 48000)  # 1 s: long enough to end a turn
         path = Path(folder) / "speech.wav"
         save_audio(path, AudioChunk.concat([clip, pause]))
         yield path
@@ -235,3 +235,42 @@ async def test_the_page_renders_inputs_and_shows_outputs(browser: Chromium) -> N
         assert "grace" in await browser.evaluate("document.getElementById('outputs').textContent")
         await browser.evaluate("document.getElementById('stop').click()")
         assert await wait_for(lambda: len(stream.hub) == 0, 10)
+
+
+async def test_the_demo_that_make_demo_serves_answers_a_browser(browser: Chromium) -> None:
+    """`make demo` runs `flowrtc demo`: the page loads, the user speaks, pauses, and hears the echo."""
+    import socket
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    server = subprocess.Popen([sys.executable, "-m", "flowrtc.cli", "demo", "--port", str(port)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        async with httpx.AsyncClient() as client:
+
+            async def answers() -> bool:
+                try:
+                    return (await client.get(url)).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            deadline = time.monotonic() + 30
+            while not await answers():
+                assert server.poll() is None and time.monotonic() < deadline, "the demo server did not start"
+                await asyncio.sleep(0.2)
+        await browser.send("Page.navigate", url=url)
+        assert await browser.wait("window.flowrtc && window.flowrtc.status === 'ready'", 15)
+        await browser.evaluate("document.getElementById('start').click()")
+        assert await browser.wait("window.flowrtc.status === 'connected'", 15), await browser.evaluate("JSON.stringify(window.flowrtc)")
+        # ReplyOnPause's turn events reach the page, then the echo plays and its length is shown.
+        for log in ("started_talking", "pause_detected", "response_starting"):
+            assert await browser.wait(f"window.flowrtc.logs.some(entry => entry.text === '{log}')", 20), await browser.evaluate("JSON.stringify(window.flowrtc.logs)")
+        assert await browser.wait("window.flowrtc.maxReplyRms > 0.02", 10)
+        assert await browser.wait("document.body.innerText.includes('you spoke for')", 10), await browser.evaluate("document.body.innerText")
+        assert await browser.evaluate("window.flowrtc.errors.length") == 0
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
