@@ -75,7 +75,11 @@ class _Channel:
                     except anyio.WouldBlock:
                         pass
         else:
-            await self.send.send(item)
+            # Take the free slot without a trip through the event loop; wait only when full.
+            try:
+                self.send.send_nowait(item)
+            except anyio.WouldBlock:
+                await self.send.send(item)
 
     async def put_input(self, item: Any) -> None:
         try:
@@ -85,6 +89,41 @@ class _Channel:
 
     async def close(self) -> None:
         await self.send.aclose()
+
+
+class _Inbox:
+    """Iterates a receive stream, taking what is already queued without a trip through the event loop.
+
+    anyio's ``receive()`` yields to the loop before every item; per 20 ms frame and
+    per hop that is most of a session's scheduling cost. When nothing is queued it
+    waits as usual, so a reader still yields whenever it has caught up.
+    """
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: MemoryObjectReceiveStream[Any]) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _Inbox:
+        return self
+
+    def receive_nowait(self) -> Any:
+        """What is queued now (raises ``anyio.WouldBlock`` when nothing is)."""
+        return self._stream.receive_nowait()
+
+    async def receive(self) -> Any:
+        return await self._stream.receive()
+
+    async def __anext__(self) -> Any:
+        try:
+            return self._stream.receive_nowait()
+        except anyio.WouldBlock:
+            try:
+                return await self._stream.receive()
+            except anyio.EndOfStream:
+                raise StopAsyncIteration from None
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
 
 
 class Session:
@@ -149,7 +188,7 @@ class Session:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
-            pipes = self.graph.open(Ports(self._audio.receive, self._video.receive, self._messages.receive))
+            pipes = self.graph.open(Ports(_Inbox(self._audio.receive), _Inbox(self._video.receive), _Inbox(self._messages.receive)))
         except BaseException:
             self._task_group.cancel_scope.cancel()
             try:
@@ -195,10 +234,16 @@ class Session:
                     for pipe in pipes:
                         pumps.start_soon(self._pump, pipe)
         finally:
-            # The graph is over: input now raises SessionClosed, output ends.
-            for channel in (self._audio, self._video, self._messages):
-                channel.receive.close()
-            self._output.send.close()
+            self._end_graph_io()
+
+    def _end_graph_io(self) -> None:
+        """The graph is over: input now raises SessionClosed, and output ends after what is queued.
+
+        Both happen at once, so a consumer that saw the output end cannot still send.
+        """
+        for channel in (self._audio, self._video, self._messages):
+            channel.receive.close()
+        self._output.send.close()
 
     async def _pump(self, pipe: Any) -> None:
         try:
@@ -225,7 +270,7 @@ class Session:
     async def _finish_output(self, *, all_pipes: bool) -> None:
         self._running_pipes -= 1
         if all_pipes or self._running_pipes <= 0:
-            await self._output.close()
+            self._end_graph_io()
             if all_pipes:
                 # Other pipelines of this session stop too; the output is already closed.
                 self._graph_scope.cancel()
@@ -234,7 +279,7 @@ class Session:
         await anyio.sleep(seconds)
         with anyio.move_on_after(1):
             await self._output.put(CloseStream("time limit reached"))
-        await self._output.close()
+        self._end_graph_io()
         self._graph_scope.cancel()
 
     # -- input ---------------------------------------------------------------------
@@ -293,7 +338,7 @@ class Session:
             return False
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._output.receive.__aiter__()
+        return _Inbox(self._output.receive)
 
     async def receive(self) -> Any:
         """The next output item; raises ``anyio.EndOfStream`` when the session has ended."""
