@@ -76,6 +76,7 @@ from flowrtc.handlers.base import (
 )
 from flowrtc.handlers.options import AlgoOptions, ModelOptions, SileroVadOptions
 from flowrtc.handlers.reply_on_pause import ReplyOnPause
+from flowrtc.handlers.silero_model import get_silero_model
 from flowrtc.handlers.reply_on_stopwords import ReplyOnStopWords
 from flowrtc.handlers.video import VideoStreamHandler
 from flowrtc.inputs import Checkbox, Dropdown, Number, Slider, Text, Textbox
@@ -171,6 +172,7 @@ __all__ = [
     "get_current_session",
     "get_hf_turn_credentials",
     "get_hf_turn_credentials_async",
+    "get_silero_model",
     "get_stt_model",
     "get_tts_model",
     "get_turn_credentials",
