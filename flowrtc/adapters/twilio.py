@@ -131,13 +131,10 @@ class TwilioSocket(MediaSocket):
 
     async def wait_for_start(self) -> str | None:
         while True:
-            data = await self.receive()
-            if data is None:
+            received = await self.receive_event(WireError("unsupported_data", "Media Streams messages are JSON text"))
+            if received is None:
                 return None
-            if isinstance(data, bytes):
-                raise WireError("unsupported_data", "Media Streams messages are JSON text")
-            message = decode_json(data)
-            event = message["event"]
+            event, message = received
             if event == "start":
                 return self._start(message)
             if event == "stop":

@@ -17,6 +17,7 @@ resamples); output goes through ``encode`` to the wire's rate.
 from __future__ import annotations
 
 import binascii
+from abc import ABC, abstractmethod
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -161,7 +162,7 @@ def handler_rate(stream: Any, name: str, default: int) -> int:
     return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0 else default
 
 
-class MediaSocket:
+class MediaSocket(ABC):
     """One audio WebSocket serving one session.
 
     Enforces :class:`~flowrtc.limits.Limits`, turns the session's output into
@@ -193,19 +194,21 @@ class MediaSocket:
         self._scope: anyio.CancelScope | None = None
 
     # -- protocol hooks --------------------------------------------------------------
+    @abstractmethod
     async def wait_for_start(self) -> str | None:
         """Read messages until the protocol's start; return the session id (``None``: the client left)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def handle(self, session: Session, data: str | bytes) -> bool:
         """Act on one message of a started session; ``False`` ends the connection normally."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def send_frame(self, frame: AudioChunk) -> None:
-        raise NotImplementedError
+        """Send one 20 ms frame of output audio in the protocol's format."""
 
+    @abstractmethod
     async def send_clear(self) -> None:
-        raise NotImplementedError
+        """Tell the client to drop the audio it has queued but not played."""
 
     async def send_event(self, item: Any) -> None:
         """An output item that is neither audio, Interrupt, CloseStream nor Error."""
@@ -220,6 +223,19 @@ class MediaSocket:
         """A frame was sent (called with the send lock held)."""
 
     # -- wire ------------------------------------------------------------------------
+    async def receive_event(self, binary: WireError) -> tuple[str, dict[str, Any]] | None:
+        """The next JSON message as ``(event, message)`` (``None`` once the client is gone).
+
+        A binary frame raises ``binary``: before start, neither protocol takes one.
+        """
+        data = await self.receive()
+        if data is None:
+            return None
+        if isinstance(data, bytes):
+            raise binary
+        message = decode_json(data)
+        return message["event"], message
+
     async def receive(self) -> str | bytes | None:
         """The next message within the limits, or ``None`` once the client is gone."""
         message = await self.socket.receive()
@@ -401,13 +417,10 @@ class FastRTCSocket(MediaSocket):
 
     async def wait_for_start(self) -> str | None:
         while True:
-            data = await self.receive()
-            if data is None:
+            received = await self.receive_event(WireError("not_started", "send start before any audio"))
+            if received is None:
                 return None
-            if isinstance(data, bytes):
-                raise WireError("not_started", "send start before any audio")
-            message = decode_json(data)
-            event = message["event"]
+            event, message = received
             if event == "start":
                 return await self._start(message)
             if event == "ping":

@@ -16,6 +16,7 @@ Any object with a ``stt((rate, array)) -> str`` method can stand in for these mo
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 import os
 import threading
 from collections.abc import Callable, Hashable
@@ -114,14 +115,15 @@ def _prepare(audio: tuple[int, Any]) -> NDArray[np.float32] | None:
     return _resample(x, rate, MODEL_RATE)
 
 
-class _ThreadedSTT:
+class _ThreadedSTT(ABC):
     """Shared behaviour: a lock around the model and an ``astt`` that runs in a worker thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
+    @abstractmethod
     def _transcribe(self, audio: NDArray[np.float32]) -> str:
-        raise NotImplementedError
+        """Text of mono float32 audio at 16 kHz (called under the lock)."""
 
     def stt(self, audio: tuple[int, NDArray[Any]]) -> str:
         """Transcribe ``(sample_rate, samples)``; blocks the calling thread (use :meth:`astt` in async code).

@@ -19,6 +19,7 @@ methods of :class:`TTSModel` can stand in for these models.
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 import os
 import re
 import threading
@@ -141,7 +142,7 @@ def _next_or_done(iterator: Iterator[Chunk]) -> Any:
     return next(iterator, _DONE)
 
 
-class _SentenceTTS:
+class _SentenceTTS(ABC):
     """Base of the bundled backends: synthesis sentence by sentence under a lock.
 
     Subclasses implement :meth:`_options` (validate and default the options) and :meth:`_pieces`
@@ -153,11 +154,13 @@ class _SentenceTTS:
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
+    @abstractmethod
     def _options(self, options: Any) -> Any:
-        raise NotImplementedError
+        """Validate ``options`` and fill in the defaults."""
 
+    @abstractmethod
     def _pieces(self, text: str, options: Any) -> Generator[NDArray[np.float32], None, None]:
-        raise NotImplementedError
+        """Synthesise ``text`` one bounded piece (about a sentence) per step."""
 
     def stream_tts_sync(self, text: str, options: Any = None) -> Generator[Chunk, None, None]:
         """Yield ``(sample_rate, float32 1-D)`` per sentence, each as soon as it is synthesized.

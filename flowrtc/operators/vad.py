@@ -17,7 +17,7 @@ resampled, for the model only (the audio passed on is untouched).
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterable, AsyncIterator
+from typing import Any, AsyncIterable, AsyncIterator, Protocol
 
 import anyio.to_thread
 import numpy as np
@@ -145,13 +145,14 @@ def _windows(ms: float, window_s: float) -> int:
     return max(1, round(ms / 1000 / window_s))
 
 
-class _Scorer:
+class _Scorer(Protocol):
     """Speech probabilities for one stream: window length and an async ``score``."""
 
     window_s: float
 
     async def score(self, samples: np.ndarray) -> list[float]:
-        raise NotImplementedError
+        """The probabilities of the windows these samples complete."""
+        ...
 
     def close(self) -> None:
         pass
