@@ -17,8 +17,8 @@ joined with silences of chosen lengths:
   per session, for the whole ``ReplyOnPause`` graph with an echo reply, over N
   concurrent sessions fed as fast as they take it; median of ``--runs``.
 * **concurrency**: N sessions each fed one 20 ms frame every 20 ms of wall time
-  (staggered starts), for ``--seconds``; lag = wall time a frame reaches the
-  pause gate - its due time. A session count keeps up when the mean lag is
+  for ``--seconds`` (starts spread over the first second, each at a random place
+  in the conversation); lag = wall time a frame reaches the pause gate - its due time. A session count keeps up when the mean lag is
   < 20 ms and the lag of the last quarter is no more than 20 ms above the first.
 """
 
@@ -44,7 +44,7 @@ from flowrtc.events import Interrupt, ReplyStarted, Utterance  # noqa: E402
 from flowrtc.graph import Graph  # noqa: E402
 from flowrtc.handlers.reply_on_pause import ReplyOnPause  # noqa: E402
 from flowrtc.media import AudioChunk  # noqa: E402
-from flowrtc.operators import decode, encode, interrupt, operator, pause_gate, reply, resample, scoped, vad  # noqa: E402
+from flowrtc.operators import decode, encode, interrupt, operator, pause_gate, reply, scoped, vad  # noqa: E402
 from flowrtc.operators.pause_gate import turn_settings  # noqa: E402
 from flowrtc.session import Session  # noqa: E402
 from flowrtc.testing import arun, audio_frames, load_audio  # noqa: E402
@@ -62,6 +62,7 @@ GROUND_TRUTH = {
 IVR = "asterisk_basic-pbx-ivr-main_8k.wav"
 MONKEYS = "asterisk_tt-monkeys_8k_nonspeech.wav"
 RATES = (8000, 16000, 48000)
+DEBUG_SECONDS = False
 GAPS_S = (0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.75, 1.00)
 
 
@@ -316,7 +317,7 @@ def bench_cpu(runs: int, sessions: int) -> list[tuple[str, float]]:
         frames = audio_frames(audio)
         results = []
         for _ in range(runs):
-            cpu = asyncio.run(_cpu_run(make_graph, frames, sessions))
+            cpu = run_async(_cpu_run(make_graph, frames, sessions))
             results.append(cpu / (sessions * audio.duration_s))
         rows.append((label, statistics.median(results)))
     return rows
@@ -336,17 +337,16 @@ async def _probe(source: AsyncIterable[Any], *, clock: Callable[[], float], lags
 
 
 def phone_graph(*, batched: bool, lags: list[float] | None = None, clock: Callable[[], float] | None = None, engine: Any = None) -> Graph:
-    """ReplyOnPause's graph at 8 kHz phone settings, with an optional lag probe after the VAD."""
+    """ReplyOnPause's graph at 8 kHz phone settings, with an optional lag probe after the VAD."""  # mirrors ReplyOnPause.graph
     s = turn_settings()
     detector = vad(threshold=s.threshold, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms, batched=batched, engine=engine)
     if lags is not None and clock is not None:
         detector = detector | _probe(clock=clock, lags=lags)
     pipe = (
         decode()
-        | resample(layout="mono")
         | detector
         | pause_gate(speech_pad_ms=s.speech_pad_ms, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms)
-        | reply(echo, sample_rate=8000, output_sample_rate=8000)
+        | reply(echo, sample_rate=8000, output_sample_rate=8000, layout="mono")
         | interrupt()
         | encode(sample_rate=8000, frame_ms=20)
     )
@@ -354,12 +354,20 @@ def phone_graph(*, batched: bool, lags: list[float] | None = None, clock: Callab
 
 
 async def _realtime(sessions: int, seconds: float, batched: bool, engine: Any = None) -> tuple[float, float, float, float]:
+    """Run ``sessions`` phone graphs in real time; return mean lag, p99 lag, lag growth, cores used.
+
+    Like callers on a real server, sessions start at random moments within the
+    first second and at random places in the conversation (so their turns do not
+    all end at once); their output is taken as it comes, as a transport takes
+    it into its own playout queue.
+    """
     frames = audio_frames(conversation(8000))
-    n_frames = round(seconds / 0.02)
+    frame_s = frames[0].duration_s
+    n_frames = round(seconds / frame_s)
     all_lags: list[list[float]] = []
     loop = asyncio.get_running_loop()
 
-    async def one(offset_s: float) -> None:
+    async def one(offset_s: float, first: int) -> None:
         await asyncio.sleep(offset_s)
         t0 = loop.time()
         lags: list[float] = []
@@ -369,31 +377,47 @@ async def _realtime(sessions: int, seconds: float, batched: bool, engine: Any = 
 
             async def feed() -> None:
                 for k in range(n_frames):
-                    due = t0 + k * 0.02
-                    delay = due - loop.time()
+                    delay = t0 + k * frame_s - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    frame = frames[k % len(frames)]
+                    frame = frames[(first + k) % len(frames)]
                     await session.send(frame.with_pts(k * frame.n_samples))
                 await session.end_input()
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(feed)
-                async for _ in session:
+                async for _ in session:  # a transport takes output at once into its own playout queue
                     pass
 
     await _one_session(ReplyOnPause(echo, input_sample_rate=8000, output_sample_rate=8000).graph(), frames[:100])  # load the model
+    gc.collect()
     cpu = time.process_time()
     wall = time.perf_counter()
     async with anyio.create_task_group() as tg:
         for _ in range(sessions):
-            tg.start_soon(one, random.random() * 0.02)
+            tg.start_soon(one, random.random(), random.randrange(len(frames)))
     cpu_share = (time.process_time() - cpu) / (time.perf_counter() - wall)
     lags = [lag for session_lags in all_lags for lag in session_lags]
     quarter = max(1, n_frames // 4)
     first = statistics.mean(lag for s in all_lags for lag in s[:quarter])
     last = statistics.mean(lag for s in all_lags for lag in s[-quarter:])
+    if DEBUG_SECONDS:
+        per_second = [statistics.mean(lag for s in all_lags for lag in s[k : k + 50]) * 1000 for k in range(0, n_frames, 50)]
+        print("    mean lag per second (ms):", " ".join(f"{x:.0f}" for x in per_second))
     return statistics.mean(lags), float(np.percentile(lags, 99)), last - first, cpu_share
+
+
+LOOP = "uvloop"
+
+
+def run_async(coro: Any) -> Any:
+    """Run ``coro`` on the event loop named by ``LOOP`` (``uvloop``, what uvicorn picks, or ``asyncio``)."""
+    if LOOP == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
 
 
 def cpu_available(seconds: float = 0.5) -> float:
@@ -408,14 +432,14 @@ def bench_concurrency(counts: list[int], seconds: float, batched: bool, runs: in
     rows = []
     for count in counts:
         share = cpu_available()
-        results = [asyncio.run(_realtime(count, seconds, batched)) for _ in range(runs)]
+        results = [run_async(_realtime(count, seconds, batched)) for _ in range(runs)]
         mean = statistics.median(r[0] for r in results)
         p99 = statistics.median(r[1] for r in results)
         growth = statistics.median(r[2] for r in results)
         cores = statistics.median(r[3] for r in results)
         keeps_up = mean < 0.020 and growth < 0.020
         rows.append((count, mean, p99, growth, cores, keeps_up))
-        print(f"  {'batched' if batched else 'inline '} N={count:4d}: mean lag {mean * 1000:7.1f} ms, p99 {p99 * 1000:7.1f} ms, "
+        print(f"  {LOOP:7s} {'batched' if batched else 'inline '} N={count:4d}: mean lag {mean * 1000:7.1f} ms, p99 {p99 * 1000:7.1f} ms, "
               f"growth {growth * 1000:+7.1f} ms, CPU used {cores:.2f} cores (a busy thread got {share:.2f} of a core) "
               f"-> {'keeps up' if keeps_up else 'falls behind'}", flush=True)
         if not keeps_up and growth > 1.0:
@@ -431,7 +455,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="wall seconds per concurrency point")
     parser.add_argument("--counts", default="200,300,400,500,600,700,800")
     parser.add_argument("--inline-counts", default="25,50,100,150,200")
+    parser.add_argument("--loop", default="uvloop,asyncio", help="event loops to measure cpu and concurrency on")
     args = parser.parse_args()
+    global LOOP
     only = set(args.only.split(","))
     if "sweep" in only:
         print("sweep (8 kHz, vad | pause_gate; latencies in s; extra replies over 8 sentence pairs):")
@@ -447,17 +473,18 @@ def main() -> None:
         print("barge-in (media time, 6 s reply playing, sentences at 8/16/48 kHz):")
         for key, value in anyio.run(bench_bargein).items():
             print(f"  {key:42s} {value:.3f}" if isinstance(value, float) else f"  {key:42s} {value}")
-    if "cpu" in only:
-        print(f"CPU per session ({args.sessions} concurrent sessions, echo reply, median of {args.runs} runs):")
-        for label, value in bench_cpu(args.runs, args.sessions):
-            print(f"  {label:46s} {value:.5f} CPU s per audio s")
-    if "concurrency" in only:
-        print(f"concurrency (20 ms frames in real time, {args.seconds:.0f} s, 8 kHz phone graph, median of {args.runs} runs):")
-        batched = bench_concurrency([int(c) for c in args.counts.split(",")], args.seconds, True, args.runs)
-        inline = bench_concurrency([int(c) for c in args.inline_counts.split(",")], args.seconds, False, args.runs)
-        best = max((row[0] for row in batched if row[5]), default=0)
-        best_inline = max((row[0] for row in inline if row[5]), default=0)
-        print(f"  sessions that keep up: batched {best}, inline {best_inline}")
+    for LOOP in args.loop.split(","):
+        if "cpu" in only:
+            print(f"CPU per session ({args.sessions} concurrent sessions, echo reply, {LOOP}, median of {args.runs} runs):")
+            for label, value in bench_cpu(args.runs, args.sessions):
+                print(f"  {label:46s} {value:.5f} CPU s per audio s")
+        if "concurrency" in only:
+            print(f"concurrency (20 ms frames in real time, {args.seconds:.0f} s, 8 kHz phone graph, {LOOP}, median of {args.runs} runs):")
+            batched = bench_concurrency([int(c) for c in args.counts.split(",")], args.seconds, True, args.runs)
+            inline = bench_concurrency([int(c) for c in args.inline_counts.split(",")], args.seconds, False, args.runs)
+            best = max((row[0] for row in batched if row[5]), default=0)
+            best_inline = max((row[0] for row in inline if row[5]), default=0)
+            print(f"  {LOOP}: sessions that keep up: batched {best}, inline {best_inline}")
 
 
 if __name__ == "__main__":

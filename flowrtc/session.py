@@ -20,8 +20,8 @@ from typing import Any, AsyncIterator, Sequence
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from flowrtc.channel import Channel
 from flowrtc.errors import FlowRTCError, GraphError, SessionClosed, WebRTCError
 from flowrtc.events import ClientMessage, CloseStream, Error, Event, Message
 from flowrtc.graph import Graph, Ports
@@ -52,78 +52,11 @@ def get_current_session() -> Session:
     return session
 
 
-class _Channel:
-    """A bounded memory channel with a full-buffer policy."""
-
-    __slots__ = ("send", "receive", "drop_oldest")
-
-    def __init__(self, size: int, *, drop_oldest: bool = False) -> None:
-        self.send: MemoryObjectSendStream[Any]
-        self.receive: MemoryObjectReceiveStream[Any]
-        self.send, self.receive = anyio.create_memory_object_stream(size)
-        self.drop_oldest = drop_oldest
-
-    async def put(self, item: Any) -> None:
-        if self.drop_oldest:
-            while True:
-                try:
-                    self.send.send_nowait(item)
-                    return
-                except anyio.WouldBlock:
-                    try:
-                        self.receive.receive_nowait()
-                    except anyio.WouldBlock:
-                        pass
-        else:
-            # Take the free slot without a trip through the event loop; wait only when full.
-            try:
-                self.send.send_nowait(item)
-            except anyio.WouldBlock:
-                await self.send.send(item)
-
-    async def put_input(self, item: Any) -> None:
-        try:
-            await self.put(item)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise SessionClosed("the session has ended; it takes no more input") from None
-
-    async def close(self) -> None:
-        await self.send.aclose()
-
-
-class _Inbox:
-    """Iterates a receive stream, taking what is already queued without a trip through the event loop.
-
-    anyio's ``receive()`` yields to the loop before every item; per 20 ms frame and
-    per hop that is most of a session's scheduling cost. When nothing is queued it
-    waits as usual, so a reader still yields whenever it has caught up.
-    """
-
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: MemoryObjectReceiveStream[Any]) -> None:
-        self._stream = stream
-
-    def __aiter__(self) -> _Inbox:
-        return self
-
-    def receive_nowait(self) -> Any:
-        """What is queued now (raises ``anyio.WouldBlock`` when nothing is)."""
-        return self._stream.receive_nowait()
-
-    async def receive(self) -> Any:
-        return await self._stream.receive()
-
-    async def __anext__(self) -> Any:
-        try:
-            return self._stream.receive_nowait()
-        except anyio.WouldBlock:
-            try:
-                return await self._stream.receive()
-            except anyio.EndOfStream:
-                raise StopAsyncIteration from None
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+async def _put_input(channel: Channel, item: Any) -> None:
+    try:
+        await channel.put(item)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        raise SessionClosed("the session has ended; it takes no more input") from None
 
 
 class Session:
@@ -171,10 +104,10 @@ class Session:
             self.args_set.set()
         self.closed = anyio.Event()
         self.error: BaseException | None = None
-        self._audio = _Channel(input_buffer)
-        self._video = _Channel(video_buffer, drop_oldest=True)
-        self._messages = _Channel(input_buffer)
-        self._output = _Channel(output_buffer)
+        self._audio = Channel(input_buffer)
+        self._video = Channel(video_buffer, drop_oldest=True)
+        self._messages = Channel(input_buffer)
+        self._output = Channel(output_buffer)
         self._task_group: TaskGroup | None = None
         # Covers the graph's pipelines only, not the code inside ``async with``:
         # ending the graph must leave the consumer free to read what is queued.
@@ -188,7 +121,7 @@ class Session:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
-            pipes = self.graph.open(Ports(_Inbox(self._audio.receive), _Inbox(self._video.receive), _Inbox(self._messages.receive)))
+            pipes = self.graph.open(Ports(self._audio, self._video, self._messages))
         except BaseException:
             self._task_group.cancel_scope.cancel()
             try:
@@ -212,8 +145,7 @@ class Session:
 
     def _close_channels(self) -> None:
         for channel in (self._audio, self._video, self._messages, self._output):
-            channel.send.close()
-            channel.receive.close()
+            channel.close()
         self.closed.set()
         if self._context_token is not None:
             try:
@@ -242,8 +174,8 @@ class Session:
         Both happen at once, so a consumer that saw the output end cannot still send.
         """
         for channel in (self._audio, self._video, self._messages):
-            channel.receive.close()
-        self._output.send.close()
+            channel.close_receive()
+        self._output.close_send()
 
     async def _pump(self, pipe: Any) -> None:
         try:
@@ -288,23 +220,31 @@ class Session:
 
         Raises :class:`~flowrtc.errors.SessionClosed` once the session has ended.
         """
+        if type(item) is AudioChunk:  # the usual case: a free slot takes it without a trip through the loop
+            try:
+                self._audio.put_nowait(item)
+                return
+            except anyio.WouldBlock:
+                pass
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise SessionClosed("the session has ended; it takes no more input") from None
         if isinstance(item, VideoFrame):
-            await self._video.put_input(item)
+            await _put_input(self._video, item)
         elif isinstance(item, (Event, str, dict)):
             await self.send_message(item)
         else:
-            await self._audio.put_input(item)
+            await _put_input(self._audio, item)
 
     async def send_message(self, message: Any) -> None:
         """Deliver a client message (wrapped as :class:`ClientMessage` unless already an event)."""
         event = message if isinstance(message, Event) else ClientMessage(data=message)
         channel = {"audio": self._audio, "video": self._video, "messages": self._messages}[self.graph.message_port]
-        await channel.put_input(event)
+        await _put_input(channel, event)
 
     async def end_input(self) -> None:
         """No more input will come: the graph drains what it has and then ends."""
         for channel in (self._audio, self._video, self._messages):
-            await channel.close()
+            channel.close_send()
 
     def set_input(self, *args: Any) -> None:
         """Replace the handler's extra arguments; the next handler call sees them."""
@@ -332,21 +272,21 @@ class Session:
     def emit_nowait(self, item: Any) -> bool:
         """Put an item on the output if there is room; ``False`` if it was dropped."""
         try:
-            self._output.send.send_nowait(item)
+            self._output.put_nowait(item)
             return True
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             return False
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return _Inbox(self._output.receive)
+        return self._output
 
     async def receive(self) -> Any:
         """The next output item; raises ``anyio.EndOfStream`` when the session has ended."""
-        return await self._output.receive.receive()
+        return await self._output.receive()
 
     def statistics(self) -> dict[str, Any]:
         """Queue depths of every channel (for monitoring and tests)."""
         return {
-            name: channel.send.statistics().current_buffer_used
+            name: channel.queued
             for name, channel in (("audio_in", self._audio), ("video_in", self._video), ("messages_in", self._messages), ("output", self._output))
         }

@@ -329,8 +329,8 @@ async def _graph_caught_up(session: Session, ports: set[str]) -> None:
     while True:
         behind = False
         for port in ports:
-            stats = channels[port].receive.statistics()
-            if stats.open_receive_streams and (stats.current_buffer_used or not stats.tasks_waiting_receive):
+            channel = channels[port]
+            if not channel.receive_closed and (channel.queued or not channel.receivers_waiting):
                 behind = True
         if not behind:
             return

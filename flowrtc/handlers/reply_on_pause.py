@@ -2,7 +2,7 @@
 
 ::
 
-    decode | resample(layout) | vad | pause_gate | reply(fn) | interrupt | encode
+    decode | vad | pause_gate | reply(fn, layout) | interrupt | encode
 
 :meth:`ReplyOnPause.graph` returns that graph for a ``Stream``, ``flowrtc.testing``
 or your own composition. For code that drives a handler by hand, FastRTC's
@@ -30,7 +30,6 @@ from flowrtc.operators.core import Pipe
 from flowrtc.operators.interrupt import interrupt
 from flowrtc.operators.pause_gate import turn_taking
 from flowrtc.operators.reply import reply
-from flowrtc.operators.resample import resample
 from flowrtc.session import Session, current_session
 
 __all__ = ["ReplyOnPause"]
@@ -109,10 +108,14 @@ class ReplyOnPause:
 
     # -- the graph -------------------------------------------------------------------
     def graph(self, *, startup: bool = True) -> Graph:
-        """The per-session graph: ``decode | resample | vad | pause_gate | reply | interrupt | encode``."""
+        """The per-session graph: ``decode | vad | pause_gate | reply | interrupt | encode``.
+
+        The VAD scores a mono mix at its own rate whatever comes in, so the turn's
+        audio is converted to ``expected_layout`` and ``input_sample_rate`` once,
+        when ``reply`` hands it to ``fn``, not frame by frame.
+        """
         pipe = (
             decode()
-            | resample(layout=self.expected_layout)
             | turn_taking(self.algo_options, self.model_options, model=self.model)
             | self._answer(startup=startup)
         )
@@ -127,6 +130,7 @@ class ReplyOnPause:
                 sample_rate=self.input_sample_rate,
                 output_sample_rate=self.output_sample_rate,
                 startup_fn=self.startup_fn if startup else None,
+                layout=self.expected_layout,
             )
             | interrupt(can_interrupt=self.can_interrupt)
             | encode(sample_rate=self.output_sample_rate, frame_ms=20)

@@ -44,6 +44,7 @@ SUPPORTED_RATES: tuple[int, ...] = (8000, 16000)
 STATE_SHAPE: tuple[int, int, int] = (2, 1, 128)
 
 _STATE_WIDTH = 128
+_INT16_SCALE = np.float32(1.0 / 32768.0)
 _SR_SCALARS = {rate: np.array(rate, dtype=np.int64) for rate in SUPPORTED_RATES}
 
 
@@ -175,24 +176,6 @@ def get_silero_vad(model_path: str | os.PathLike[str] | None = None) -> SileroVA
         return model
 
 
-def as_float_samples(samples: Any) -> np.ndarray:
-    """Return ``samples`` as a 1-D float32 array in [-1, 1].
-
-    Floating-point input is taken as already in [-1, 1]; int16 input is scaled by
-    1/32768. Anything that is not 1-D raises :class:`~flowrtc.errors.MediaError`.
-    """
-    arr = np.asarray(samples)
-    if arr.ndim != 1:
-        raise MediaError(f"VAD input must be 1-D mono samples, not shape {arr.shape}")
-    if arr.dtype == np.float32:
-        return arr
-    if arr.dtype.kind == "f":
-        return arr.astype(np.float32)
-    if arr.dtype == np.int16:
-        return arr.astype(np.float32) * np.float32(1.0 / 32768.0)
-    raise MediaError(f"VAD input must be float32 in [-1, 1] or int16, not {arr.dtype}")
-
-
 class VADStream:
     """One audio stream's VAD: buffers samples, cuts windows, carries the model state.
 
@@ -237,22 +220,33 @@ class VADStream:
         context in front, in stream order. The sample buffer advances at once; the
         state does not: the rows must be scored in order starting from
         :attr:`state`, and the final state stored with :meth:`commit_state`.
+        The rows are a read-only view of a buffer this stream no longer writes to.
         """
-        new = as_float_samples(samples)
-        buf = np.concatenate((self._buf, new)) if len(new) else self._buf
+        new = np.asarray(samples)
+        if new.ndim != 1:
+            raise MediaError(f"VAD input must be 1-D mono samples, not shape {new.shape}")
+        old = self._buf
+        held = old.shape[0]
         ctx, win = self.context, self.window
-        n = (len(buf) - ctx) // win
+        total = held + new.shape[0]
+        n = (total - ctx) // win
+        if n <= 0 and not new.shape[0]:
+            return np.empty((0, ctx + win), dtype=np.float32)
+        # One buffer: what was held, then the new samples converted into place.
+        buf = np.empty(total, np.float32)
+        buf[:held] = old
+        if new.dtype == np.int16:
+            np.multiply(new, _INT16_SCALE, out=buf[held:])
+        elif new.dtype.kind == "f":
+            buf[held:] = new
+        else:
+            raise MediaError(f"VAD input must be float32 in [-1, 1] or int16, not {new.dtype}")
         if n <= 0:
             self._buf = buf
             return np.empty((0, ctx + win), dtype=np.float32)
-        if n == 1:
-            windows = buf[None, : ctx + win].copy()
-        else:  # row i is buf[i * win : i * win + ctx + win]
-            step = buf.strides[0]
-            view = np.lib.stride_tricks.as_strided(
-                buf, shape=(n, ctx + win), strides=(win * step, step), writeable=False
-            )
-            windows = view.copy()
+        # row i is buf[i * win : i * win + ctx + win]
+        step = buf.strides[0]
+        windows = np.lib.stride_tricks.as_strided(buf, shape=(n, ctx + win), strides=(win * step, step), writeable=False)
         self._buf = buf[n * win :].copy()
         return windows
 

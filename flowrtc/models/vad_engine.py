@@ -9,7 +9,12 @@ batches, so its state flows in order. Rows are independent in the model, so
 batching does not change any stream's probabilities.
 
 Batches form naturally: a batch takes whatever is ready when the previous one
-finishes (plus an optional gather delay, ``max_wait_ms``); nothing polls.
+finishes. When fewer than half of the open streams have a window ready (audio
+arriving in real time, each stream every 32 ms), the engine first waits up to
+``max_wait_ms`` for more to arrive, so a busy server runs a few large batches
+instead of many tiny ones (each model call costs about 0.1 ms before its first
+row). Streams fed faster than real time are all ready at once and never wait.
+Nothing polls: the wait ends on a timer or when enough streams are ready.
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import numpy as np
 
 from ..errors import ConfigurationError, GraphError
 from .silero import STATE_SHAPE, SUPPORTED_RATES, SileroVAD, VADStream, _check_rate, get_silero_vad
 
-__all__ = ["EngineStream", "VADEngine", "get_vad_engine"]
+__all__ = ["EngineStream", "VADEngine", "get_vad_engine", "DEFAULT_MAX_WAIT_MS"]
+
+#: Longest a window waits for other streams' windows to fill its batch, in ms.
+#: Bounded by what a reply can afford: it adds at most this to the wall-clock
+#: time from the end of a turn to the reply (media-time latency is unchanged).
+DEFAULT_MAX_WAIT_MS = 10.0
 
 
 class _Job:
@@ -38,7 +46,7 @@ class _Job:
 
     def __init__(self, windows: np.ndarray, future: asyncio.Future[list[float]]) -> None:
         self.windows = windows
-        self.probs = np.empty(len(windows), dtype=np.float32)
+        self.probs: list[float] = []
         self.next = 0
         self.future = future
         self.dropped = False
@@ -106,6 +114,8 @@ class EngineStream:
                 self._engine._ready[self.sample_rate].remove(self)
             except ValueError:  # it is in the batch running now
                 pass
+            else:
+                self._engine._ready_count -= 1
 
     def reset(self) -> None:
         """Forget all audio and state; pending ``push`` calls are cancelled."""
@@ -143,17 +153,18 @@ class EngineStream:
 class VADEngine:
     """Batches the VAD windows of many concurrent streams of one event loop into few model calls.
 
-    ``max_wait_ms`` (default 0) delays each batch that long to let more windows
-    arrive; ``max_batch_size`` caps the rows of one call (streams beyond it wait
-    their turn, round robin). All inference runs in worker threads through the
-    engine's own ``CapacityLimiter(1)``.
+    ``max_wait_ms`` (default 10) is the longest a window waits for others to
+    join its batch, and only when fewer than half of the open streams have one
+    ready; 0 runs every batch as soon as the previous one ends. ``max_batch_size``
+    caps the rows of one call (streams beyond it wait their turn, round robin).
+    Inference runs in the event loop's default executor, one batch at a time.
     """
 
     def __init__(
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
-        max_wait_ms: float = 0.0,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         max_batch_size: int = 256,
     ) -> None:
         """Make an engine on the shared model for ``model_path`` (default: the packaged one)."""
@@ -169,8 +180,9 @@ class VADEngine:
         self._free: list[int] = list(range(15, -1, -1))
         self._ready: dict[int, deque[EngineStream]] = {rate: deque() for rate in SUPPORTED_RATES}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
         self._task: asyncio.Task[None] | None = None
+        self._ready_count = 0
+        self._enough: asyncio.Future[None] | None = None
         #: Model calls made so far.
         self.batches = 0
         #: Windows scored so far (sum of the batch sizes).
@@ -203,7 +215,6 @@ class VADEngine:
             if self._loop is not None and not self._loop.is_closed() and self._task is not None:
                 raise GraphError("a VADEngine serves one event loop at a time")
             self._loop = loop
-            self._limiter = anyio.CapacityLimiter(1)
             self._task = None
         return loop
 
@@ -211,6 +222,10 @@ class VADEngine:
         if not stream._queued:
             stream._queued = True
             self._ready[stream.sample_rate].append(stream)
+            self._ready_count += 1
+            enough = self._enough
+            if enough is not None and self._ready_count * 2 >= self.active_streams and not enough.done():
+                enough.set_result(None)
         if self._task is None:
             assert self._loop is not None
             self._task = self._loop.create_task(self._run(), name="flowrtc-vad-engine")
@@ -220,12 +235,12 @@ class VADEngine:
         try:
             first = True
             while True:
-                if self.max_wait_ms > 0:
-                    await asyncio.sleep(self.max_wait_ms / 1000.0)
-                elif not first:
+                if not first:
                     # Let the tasks woken by the last batch push again before the next one.
                     await asyncio.sleep(0)
                 first = False
+                if self.max_wait_ms > 0 and self._ready_count * 2 < self.active_streams:
+                    await self._gather(self.max_wait_ms / 1000.0)
                 for rate, queue in self._ready.items():
                     if queue:
                         await self._run_batch(rate, queue)
@@ -235,19 +250,32 @@ class VADEngine:
             # If cancelled with work left, the next push starts a new task for it.
             self._task = None
 
+    async def _gather(self, timeout_s: float) -> None:
+        """Wait until half of the open streams have a window ready, or ``timeout_s`` passed."""
+        assert self._loop is not None
+        enough = self._enough = self._loop.create_future()
+        timer = self._loop.call_later(timeout_s, _set_done, enough)
+        try:
+            await enough
+        finally:
+            timer.cancel()
+            self._enough = None
+
     async def _run_batch(self, rate: int, queue: deque[EngineStream]) -> None:
         """Score one window of each of up to ``max_batch_size`` ready streams at ``rate``."""
         n = min(len(queue), self.max_batch_size)
         streams = [queue.popleft() for _ in range(n)]
+        self._ready_count -= n
         jobs = [s._jobs[0] for s in streams]
         windows = np.stack([job.windows[job.next] for job in jobs])
         slots = np.fromiter((s._slot for s in streams), dtype=np.intp, count=n)
         state = self._states[:, slots, :]
-        assert self._limiter is not None
+        assert self._loop is not None
         try:
-            probs, new_state = await anyio.to_thread.run_sync(
-                self.model.infer, windows, state, rate, limiter=self._limiter
-            )
+            # The loop's default executor: one thread hop per batch, no extra trips
+            # through the loop. Batches never overlap (this task awaits each one),
+            # so the streams' states flow in order.
+            probs, new_state = await self._loop.run_in_executor(None, self.model.infer, windows, state, rate)
         except Exception as exc:
             for s, job in zip(streams, jobs):
                 if not job.dropped:
@@ -260,6 +288,7 @@ class VADEngine:
             for s, job in zip(reversed(streams), reversed(jobs)):
                 if not job.dropped:
                     queue.appendleft(s)
+                    self._ready_count += 1
             raise
         self.batches += 1
         self.windows += n
@@ -268,16 +297,18 @@ class VADEngine:
             self._states[:, slots, :] = new_state
         elif keep:
             self._states[:, slots[keep], :] = new_state[:, keep, :]
+        values = probs.tolist()
         for i in keep:
             s, job = streams[i], jobs[i]
-            job.probs[job.next] = probs[i]
+            job.probs.append(values[i])
             job.next += 1
             if job.next == len(job.windows):
                 s._jobs.popleft()
                 if not job.future.done():
-                    job.future.set_result(job.probs.tolist())
+                    job.future.set_result(job.probs)
             if s._jobs:
                 queue.append(s)
+                self._ready_count += 1
             else:
                 s._queued = False
 
@@ -287,6 +318,11 @@ class VADEngine:
             f"VADEngine({str(self.model.model_path)!r}, streams={self.active_streams}, "
             f"batches={self.batches}, windows={self.windows})"
         )
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 _engines: weakref.WeakKeyDictionary[Any, dict[Path, VADEngine]] = weakref.WeakKeyDictionary()

@@ -49,6 +49,9 @@ async def decode(
     next_pts = 0
     async with scoped(source) as items:
         async for item in items:
+            if type(item) is AudioChunk:  # the usual case first
+                yield item
+                continue
             if isinstance(item, (bytes, bytearray, memoryview)):
                 if sample_rate is None:
                     raise ConfigurationError("decode needs sample_rate= to read audio bytes")

@@ -152,13 +152,22 @@ class _Turn:
 def _clip(pieces: list[AudioChunk] | deque[AudioChunk], start_s: float, end_s: float) -> list[AudioChunk]:
     """The parts of ``pieces`` inside ``[start_s, end_s)``."""
     out = []
+    rate = 0
+    lo = hi = 0
+    bounded = end_s != math.inf
     for chunk in pieces:
-        rate = chunk.sample_rate
-        first = max(0, round(start_s * rate) - chunk.pts)
-        last = chunk.n_samples if end_s == math.inf else min(chunk.n_samples, round(end_s * rate) - chunk.pts)
-        if last <= first:
-            continue
-        out.append(chunk if first == 0 and last == chunk.n_samples else chunk.slice(first, last))
+        if chunk.sample_rate != rate:
+            rate = chunk.sample_rate
+            lo = round(start_s * rate)
+            hi = round(end_s * rate) if bounded else 0
+        pts = chunk.pts
+        n = chunk.samples.shape[1]
+        first = lo - pts
+        last = min(n, hi - pts) if bounded else n
+        if first <= 0 and last == n:
+            out.append(chunk)
+        elif last > max(first, 0):
+            out.append(chunk.slice(max(first, 0), last))
     return out
 
 
@@ -219,7 +228,7 @@ async def pause_gate(
         async for item in items:
             if isinstance(item, AudioChunk):
                 rate = item.sample_rate
-                now_s = item.end_pts / rate
+                now_s = (item.pts + item.samples.shape[1]) / rate
                 if turn is not None:
                     turn.pieces.append(item)
                     if now_s - turn.audio_start_s >= max_turn_s:
@@ -229,8 +238,13 @@ async def pause_gate(
                         yield Log(data="started_talking", media_time_s=now_s)
                 else:
                     recent.append(item)
-                    while recent and recent[0].end_pts / recent[0].sample_rate <= now_s - preroll_s:
+                    cutoff_s = now_s - preroll_s
+                    oldest = recent[0]
+                    while (oldest.pts + oldest.samples.shape[1]) / oldest.sample_rate <= cutoff_s:
                         recent.popleft()
+                        if not recent:
+                            break
+                        oldest = recent[0]
                 continue
             if isinstance(item, SpeechStarted):
                 speaking = True

@@ -56,7 +56,7 @@ class Rechunker:
         joined = seal(np.concatenate(self._pending, axis=1)) if len(self._pending) > 1 else self._pending[0]
         whole = (self._count // size) * size
         for start in range(0, whole, size):
-            out.append(AudioChunk(joined[:, start : start + size], self._rate, self._pts))
+            out.append(AudioChunk._trusted(joined[:, start : start + size], self._rate, self._pts))
             self._pts += size
         rest = joined[:, whole:]
         self._pending = [rest] if rest.shape[1] else []

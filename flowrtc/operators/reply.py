@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, S
 import anyio
 
 from flowrtc.events import AdditionalOutputs, Utterance
-from flowrtc.media import AudioChunk
+from flowrtc.media import AudioChunk, Layout
 from flowrtc.operators.core import operator, scoped
 from flowrtc.operators.handler import iterate_call, normalize_output
 from flowrtc.operators.resample import Resampler
@@ -91,6 +91,7 @@ async def _answer(
     needs_args: bool,
     output_sample_rate: int | None,
     limiter: anyio.CapacityLimiter | None,
+    layout: Layout | None = None,
 ) -> AsyncIterator[Any]:
     from flowrtc.session import current_session  # the session layer imports operators
 
@@ -107,7 +108,7 @@ async def _answer(
     if utterance is None:
         call_args: tuple[Any, ...] = tuple(extra)
     else:
-        audio = await _off_loop(_to_user_audio, utterance.audio, sample_rate, samples=utterance.audio.n_samples)
+        audio = await _off_loop(_to_user_audio, utterance.audio, sample_rate, layout, samples=utterance.audio.n_samples)
         call_args = (audio, *extra)
     resampler: Resampler | None = None
     try:
@@ -144,8 +145,10 @@ async def _off_loop(convert: Callable[..., Any], *args: Any, samples: int) -> An
     return convert(*args)
 
 
-def _to_user_audio(audio: AudioChunk, sample_rate: int | None) -> tuple[int, Any]:
-    """FastRTC's input shape, ``(rate, int16 (channels, n))``, at ``sample_rate``."""
+def _to_user_audio(audio: AudioChunk, sample_rate: int | None, layout: Layout | None = None) -> tuple[int, Any]:
+    """FastRTC's input shape, ``(rate, int16 (channels, n))``, at ``sample_rate`` and ``layout``."""
+    if layout is not None:
+        audio = audio.to_layout(layout)
     if sample_rate is not None and audio.sample_rate != sample_rate:
         if audio.n_samples:
             converter = Resampler(sample_rate)
@@ -167,6 +170,7 @@ async def reply(
     output_sample_rate: int | None = None,
     startup_fn: Callable[..., Any] | None = None,
     limiter: anyio.CapacityLimiter | None = None,
+    layout: Layout | None = None,
 ) -> AsyncIterator[Any]:
     """Replace each ``Utterance`` with a :class:`Reply`; pass every other item on.
 
@@ -178,6 +182,8 @@ async def reply(
             are set, ask (``send_input``) and wait, except on the phone. Default:
             ``fn`` has more than one parameter (FastRTC's rule).
         sample_rate: rate in Hz of the audio handed to ``fn`` (default: as received).
+        layout: ``"mono"`` or ``"stereo"`` audio for ``fn`` (default: as received).
+            Converting the turn here, once, costs less than converting every frame.
         output_sample_rate: rate in Hz the reply's audio is converted to (default:
             the rate of its first audio).
         startup_fn: called once, before any turn, with the extra arguments only
@@ -188,7 +194,7 @@ async def reply(
     """
     if needs_args is None:
         needs_args = takes_extra_args(fn)
-    options = {"args": args, "sample_rate": sample_rate, "output_sample_rate": output_sample_rate, "limiter": limiter}
+    options = {"args": args, "sample_rate": sample_rate, "output_sample_rate": output_sample_rate, "limiter": limiter, "layout": layout}
     if startup_fn is not None:
         # FastRTC calls startup_fn with the extra inputs only: so only if it takes any.
         yield Reply(_answer(startup_fn, None, needs_args=_takes_args(startup_fn), **options), media_time_s=0.0)  # type: ignore[arg-type]

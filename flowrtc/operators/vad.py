@@ -265,6 +265,8 @@ class _ToScoringRate:
 
     def push(self, frames: list[np.ndarray], input_rate: int) -> np.ndarray:
         samples = frames[0] if len(frames) == 1 else np.concatenate(frames, axis=1)
+        if self._decimator is None and self._resampler is None and samples.shape[0] == 1:
+            return samples[0]  # the scorer converts int16 itself, in one step with its buffering
         if samples.dtype == np.int16:
             mono = samples.mean(axis=0, dtype=np.float32) if samples.shape[0] > 1 else samples[0].astype(np.float32)
             mono *= np.float32(1 / 32768)
