@@ -18,8 +18,10 @@ joined with silences of chosen lengths:
   concurrent sessions fed as fast as they take it; median of ``--runs``.
 * **concurrency**: N sessions each fed one 20 ms frame every 20 ms of wall time
   for ``--seconds`` (starts spread over the first second, each at a random place
-  in the conversation); lag = wall time a frame reaches the pause gate - its due time. A session count keeps up when the mean lag is
-  < 20 ms and the lag of the last quarter is no more than 20 ms above the first.
+  in the conversation); lag = wall time a frame reaches the pause gate - its due time,
+  over the steady part (1 s to ``--seconds``, every session connected). A session
+  count keeps up when the mean lag is < 20 ms and the lag of the last quarter is
+  no more than 20 ms above the first.
 """
 
 from __future__ import annotations
@@ -359,19 +361,21 @@ async def _realtime(sessions: int, seconds: float, batched: bool, engine: Any = 
     Like callers on a real server, sessions start at random moments within the
     first second and at random places in the conversation (so their turns do not
     all end at once); their output is taken as it comes, as a transport takes
-    it into its own playout queue.
+    it into its own playout queue. Lags count over the steady part of the run,
+    while every session is connected (from 1 s to ``seconds``): not the ramp-up,
+    and not the end, where every session's last turn is answered at once.
     """
     frames = audio_frames(conversation(8000))
     frame_s = frames[0].duration_s
     n_frames = round(seconds / frame_s)
-    all_lags: list[list[float]] = []
+    runs: list[tuple[float, list[float]]] = []  # (start offset, lag of each frame) per session
     loop = asyncio.get_running_loop()
 
     async def one(offset_s: float, first: int) -> None:
         await asyncio.sleep(offset_s)
         t0 = loop.time()
         lags: list[float] = []
-        all_lags.append(lags)
+        runs.append((t0 - start, lags))
         graph = phone_graph(batched=batched, lags=lags, clock=lambda: loop.time() - t0, engine=engine)
         async with Session(graph) as session:
 
@@ -393,16 +397,24 @@ async def _realtime(sessions: int, seconds: float, batched: bool, engine: Any = 
     gc.collect()
     cpu = time.process_time()
     wall = time.perf_counter()
+    start = loop.time()
     async with anyio.create_task_group() as tg:
         for _ in range(sessions):
             tg.start_soon(one, random.random(), random.randrange(len(frames)))
     cpu_share = (time.process_time() - cpu) / (time.perf_counter() - wall)
-    lags = [lag for session_lags in all_lags for lag in session_lags]
-    quarter = max(1, n_frames // 4)
-    first = statistics.mean(lag for s in all_lags for lag in s[:quarter])
-    last = statistics.mean(lag for s in all_lags for lag in s[-quarter:])
+    # (due time in the run, lag) of every frame due while all sessions were connected
+    steady = sorted(
+        (offset + k * frame_s, lag)
+        for offset, lags in runs
+        for k, lag in enumerate(lags[:n_frames])
+        if 1.0 <= offset + k * frame_s < seconds
+    )
+    lags = [lag for _, lag in steady]
+    quarter = max(1, len(steady) // 4)
+    first = statistics.mean(lags[:quarter])
+    last = statistics.mean(lags[-quarter:])
     if DEBUG_SECONDS:
-        per_second = [statistics.mean(lag for s in all_lags for lag in s[k : k + 50]) * 1000 for k in range(0, n_frames, 50)]
+        per_second = [statistics.mean(lag for due, lag in steady if t <= due < t + 1) * 1000 for t in range(1, int(seconds))]
         print("    mean lag per second (ms):", " ".join(f"{x:.0f}" for x in per_second))
     return statistics.mean(lags), float(np.percentile(lags, 99)), last - first, cpu_share
 

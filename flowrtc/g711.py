@@ -1,6 +1,6 @@
 """G.711 µ-law, vectorised through lookup tables.
 
-Both directions are single ``numpy.take`` calls over tables built once from the
+Both directions are single ``ndarray.take`` calls over tables built once from the
 G.711 definition (bias 0x84, clip 32635, on 14-bit samples ``x >> 2``), so
 they are bit-exact with the reference g711.c and Python's ``audioop`` and run
 at hundreds of millions of samples per second.
@@ -51,7 +51,7 @@ def pcm16_to_mulaw(samples: np.ndarray) -> np.ndarray:
     samples = np.asarray(samples)
     if samples.dtype != np.int16:
         raise TypeError(f"µ-law encoding takes int16 samples, got {samples.dtype}")
-    return np.take(_ENCODE, samples.view(np.uint16))
+    return _ENCODE.take(samples.view(np.uint16))
 
 
 def mulaw_to_pcm16(codes: np.ndarray) -> np.ndarray:
@@ -59,4 +59,4 @@ def mulaw_to_pcm16(codes: np.ndarray) -> np.ndarray:
     codes = np.asarray(codes)
     if codes.dtype != np.uint8:
         raise TypeError(f"µ-law decoding takes uint8 codes, got {codes.dtype}")
-    return np.take(_DECODE, codes)
+    return _DECODE.take(codes)

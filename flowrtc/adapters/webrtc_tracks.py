@@ -89,7 +89,7 @@ class AudioFrameEncoder:
         frames = []
         for resampled in self._resampler.push(chunk):
             # One running timeline, so the re-cutting never leaves a short frame at a pts jump.
-            for piece in self._chunker.push(resampled.with_pts(self._pts)):
+            for piece in self._chunker.frames(resampled.with_pts(self._pts)):
                 frames.append(_to_frame(piece))
             self._pts += resampled.n_samples
         return frames

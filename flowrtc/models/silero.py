@@ -244,9 +244,12 @@ class VADStream:
         if n <= 0:
             self._buf = buf
             return np.empty((0, ctx + win), dtype=np.float32)
-        # row i is buf[i * win : i * win + ctx + win]
-        step = buf.strides[0]
-        windows = np.lib.stride_tricks.as_strided(buf, shape=(n, ctx + win), strides=(win * step, step), writeable=False)
+        if n == 1:  # the usual case: a view, no copy
+            windows = buf[None, : ctx + win]
+            windows.flags.writeable = False
+        else:  # row i is buf[i * win : i * win + ctx + win]
+            step = buf.strides[0]
+            windows = np.lib.stride_tricks.as_strided(buf, shape=(n, ctx + win), strides=(win * step, step), writeable=False)
         self._buf = buf[n * win :].copy()
         return windows
 

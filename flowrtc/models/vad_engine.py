@@ -2,8 +2,8 @@
 
 Each :class:`EngineStream` cuts its own audio into windows on the event loop;
 the :class:`VADEngine` gathers one ready window from every stream that has one,
-scores them as one batched call of :meth:`SileroVAD.infer` in a worker thread
-(at most one such thread per engine), and hands every stream its probability and
+scores them as one batched call of :meth:`SileroVAD.infer` on the engine's
+own worker thread, and hands every stream its probability and
 new state. A stream with several windows ready has them scored in successive
 batches, so its state flows in order. Rows are independent in the model, so
 batching does not change any stream's probabilities.
@@ -20,7 +20,10 @@ Nothing polls: the wait ends on a timer or when enough streams are ready.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import queue
+import threading
 import weakref
 from collections import deque
 from pathlib import Path
@@ -37,6 +40,71 @@ __all__ = ["EngineStream", "VADEngine", "get_vad_engine", "DEFAULT_MAX_WAIT_MS"]
 #: Bounded by what a reply can afford: it adds at most this to the wall-clock
 #: time from the end of a turn to the reply (media-time latency is unchanged).
 DEFAULT_MAX_WAIT_MS = 10.0
+
+
+#: Batches handed to the worker thread at once: while one is scored, the next is
+#: gathered and queued behind it, so the thread never waits for the event loop
+#: between batches (each stream is in at most one of them).
+MAX_BATCHES_IN_FLIGHT = 2
+
+#: Seconds the engine's inference thread waits for another batch before it exits.
+WORKER_IDLE_S = 2.0
+
+
+class _Worker:
+    """The one thread that runs an engine's batches, started on demand.
+
+    It exits after ``WORKER_IDLE_S`` with nothing to do, so an idle server holds
+    no thread for its VAD. A batch costs one queue put, one thread wake-up and one
+    ``call_soon_threadsafe``: less than a general-purpose executor or anyio's
+    worker pool, whose capacity limiter goes through the event loop on every call.
+    """
+
+    __slots__ = ("_queue", "_thread", "_lock")
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(*args)`` on the worker thread; the future resolves on ``loop``."""
+        future = loop.create_future()
+        self._queue.put((loop, future, fn, args))
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="flowrtc-vad-engine", daemon=True)
+                self._thread.start()
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                loop, future, fn, args = self._queue.get(timeout=WORKER_IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                outcome: tuple[Any, Any] = (_resolve, fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                outcome = (_fail, exc)
+            try:
+                loop.call_soon_threadsafe(outcome[0], future, outcome[1])
+            except RuntimeError:  # the loop has closed: nobody waits for this batch
+                pass
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 class _Job:
@@ -157,7 +225,8 @@ class VADEngine:
     join its batch, and only when fewer than half of the open streams have one
     ready; 0 runs every batch as soon as the previous one ends. ``max_batch_size``
     caps the rows of one call (streams beyond it wait their turn, round robin).
-    Inference runs in the event loop's default executor, one batch at a time.
+    Inference runs on the engine's own thread, one batch at a time; the thread
+    exits when the engine has been idle for ``WORKER_IDLE_S`` (2 s).
     """
 
     def __init__(
@@ -182,6 +251,10 @@ class VADEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready_count = 0
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._in_flight_streams = 0
+        self._batch_done: asyncio.Future[None] | None = None
+        self._worker = _Worker()
         self._enough: asyncio.Future[None] | None = None
         #: Model calls made so far.
         self.batches = 0
@@ -224,14 +297,14 @@ class VADEngine:
             self._ready[stream.sample_rate].append(stream)
             self._ready_count += 1
             enough = self._enough
-            if enough is not None and self._ready_count * 2 >= self.active_streams and not enough.done():
+            if enough is not None and self._ready_count * 2 >= self._idle_streams() and not enough.done():
                 enough.set_result(None)
         if self._task is None:
             assert self._loop is not None
             self._task = self._loop.create_task(self._run(), name="flowrtc-vad-engine")
 
     async def _run(self) -> None:
-        """Run batches until no stream has a window waiting, then end."""
+        """Start batches until no stream has a window waiting and none is being scored, then end."""
         try:
             first = True
             while True:
@@ -239,19 +312,30 @@ class VADEngine:
                     # Let the tasks woken by the last batch push again before the next one.
                     await asyncio.sleep(0)
                 first = False
-                if self.max_wait_ms > 0 and self._ready_count * 2 < self.active_streams:
+                if len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT:
+                    await self._wait_for_batch()
+                    continue
+                if self.max_wait_ms > 0 and self._ready_count * 2 < self._idle_streams():
                     await self._gather(self.max_wait_ms / 1000.0)
+                started = False
                 for rate, queue in self._ready.items():
-                    if queue:
-                        await self._run_batch(rate, queue)
-                if not any(self._ready.values()):
-                    return
+                    if queue and len(self._in_flight) < MAX_BATCHES_IN_FLIGHT:
+                        self._start_batch(rate, queue)
+                        started = True
+                if not started:
+                    if not self._in_flight:
+                        return
+                    await self._wait_for_batch()
         finally:
             # If cancelled with work left, the next push starts a new task for it.
             self._task = None
 
+    def _idle_streams(self) -> int:
+        """Open streams without a window being scored now."""
+        return self.active_streams - self._in_flight_streams
+
     async def _gather(self, timeout_s: float) -> None:
-        """Wait until half of the open streams have a window ready, or ``timeout_s`` passed."""
+        """Wait until half of the idle streams have a window ready, or ``timeout_s`` passed."""
         assert self._loop is not None
         enough = self._enough = self._loop.create_future()
         timer = self._loop.call_later(timeout_s, _set_done, enough)
@@ -261,8 +345,17 @@ class VADEngine:
             timer.cancel()
             self._enough = None
 
-    async def _run_batch(self, rate: int, queue: deque[EngineStream]) -> None:
-        """Score one window of each of up to ``max_batch_size`` ready streams at ``rate``."""
+    async def _wait_for_batch(self) -> None:
+        """Wait until a batch being scored has finished."""
+        assert self._loop is not None
+        done = self._batch_done = self._loop.create_future()
+        try:
+            await done
+        finally:
+            self._batch_done = None
+
+    def _start_batch(self, rate: int, queue: deque[EngineStream]) -> None:
+        """Hand one window of each of up to ``max_batch_size`` ready streams at ``rate`` to the worker."""
         n = min(len(queue), self.max_batch_size)
         streams = [queue.popleft() for _ in range(n)]
         self._ready_count -= n
@@ -271,12 +364,24 @@ class VADEngine:
         slots = np.fromiter((s._slot for s in streams), dtype=np.intp, count=n)
         state = self._states[:, slots, :]
         assert self._loop is not None
-        try:
-            # The loop's default executor: one thread hop per batch, no extra trips
-            # through the loop. Batches never overlap (this task awaits each one),
-            # so the streams' states flow in order.
-            probs, new_state = await self._loop.run_in_executor(None, self.model.infer, windows, state, rate)
-        except Exception as exc:
+        # A stream is in at most one batch (it is queued again only when its batch
+        # ends), and one thread runs the batches in order, so states flow in order.
+        future = self._worker.submit(self._loop, self.model.infer, windows, state, rate)
+        self._in_flight.add(future)
+        self._in_flight_streams += n
+        future.add_done_callback(functools.partial(self._finish_batch, queue, streams, jobs, slots))
+
+    def _finish_batch(
+        self, queue: deque[EngineStream], streams: list[EngineStream], jobs: list[_Job], slots: np.ndarray, future: asyncio.Future[Any]
+    ) -> None:
+        """Store the batch's states and hand every stream its probability (a done callback)."""
+        self._in_flight.discard(future)
+        self._in_flight_streams -= len(streams)
+        done = self._batch_done
+        if done is not None and not done.done():
+            done.set_result(None)
+        exc = future.exception() if not future.cancelled() else GraphError("a VAD batch was cancelled")
+        if exc is not None:
             for s, job in zip(streams, jobs):
                 if not job.dropped:
                     s._queued = False
@@ -284,12 +389,8 @@ class VADEngine:
                     s._cutter.reset()
                     self._states[:, s._slot, :] = 0.0
             return
-        except BaseException:  # cancelled: put the streams back, unscored, in front
-            for s, job in zip(reversed(streams), reversed(jobs)):
-                if not job.dropped:
-                    queue.appendleft(s)
-                    self._ready_count += 1
-            raise
+        probs, new_state = future.result()
+        n = len(streams)
         self.batches += 1
         self.windows += n
         keep = [i for i, job in enumerate(jobs) if not job.dropped]
@@ -311,6 +412,9 @@ class VADEngine:
                 self._ready_count += 1
             else:
                 s._queued = False
+        if self._task is None and self._ready_count:
+            assert self._loop is not None
+            self._task = self._loop.create_task(self._run(), name="flowrtc-vad-engine")
 
     def __repr__(self) -> str:
         """Show the model, the streams and the batch counts."""

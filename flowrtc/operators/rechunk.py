@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterable, AsyncIterator
+from typing import Any, AsyncIterable, AsyncIterator, Iterator
 
 import numpy as np
 
@@ -34,34 +34,45 @@ class Rechunker:
         self._dtype: Any = None
 
     def push(self, chunk: AudioChunk) -> list[AudioChunk]:
-        out: list[AudioChunk] = []
+        """Add ``chunk``; return the whole frames now complete."""
+        return list(self.frames(chunk))
+
+    def frames(self, chunk: AudioChunk) -> Iterator[AudioChunk]:
+        """Like :meth:`push`, but the frames are made one at a time as they are taken.
+
+        A long reply (25 s is 1250 frames) then never has all its frames alive
+        at once: each is made when the consumer asks for it, which keeps a burst
+        of output from filling the garbage collector's young generation. The
+        chunker's own state moves on before the first frame comes out, so it
+        stays right even if the caller stops early.
+        """
+        flushed: list[AudioChunk] = []
         if (chunk.sample_rate, chunk.channels, chunk.samples.dtype) != (self._rate, self._channels, self._dtype):
-            out.extend(self.flush())
+            flushed = self.flush()
             self._rate, self._channels, self._dtype = chunk.sample_rate, chunk.channels, chunk.samples.dtype
             self._pts = chunk.pts
         elif chunk.pts != self._pts + self._count:
             # A jump in the timeline: the partial frame ends where its audio ends.
-            out.extend(self.flush())
+            flushed = self.flush()
             self._pts = chunk.pts
         size = round(self._rate * self.duration_ms / 1000)
         if self._count == 0 and chunk.n_samples == size:
             # The common case (20 ms in, 20 ms out) costs no copy.
-            out.append(chunk if chunk.pts == self._pts else chunk.with_pts(self._pts))
+            frame = chunk if chunk.pts == self._pts else chunk.with_pts(self._pts)
             self._pts += size
-            return out
+            return iter((*flushed, frame))
         self._pending.append(chunk.samples)
         self._count += chunk.n_samples
         if self._count < size:
-            return out
+            return iter(flushed)
         joined = seal(np.concatenate(self._pending, axis=1)) if len(self._pending) > 1 else self._pending[0]
         whole = (self._count // size) * size
-        for start in range(0, whole, size):
-            out.append(AudioChunk._trusted(joined[:, start : start + size], self._rate, self._pts))
-            self._pts += size
+        first_pts, rate = self._pts, self._rate
+        self._pts += whole
         rest = joined[:, whole:]
         self._pending = [rest] if rest.shape[1] else []
         self._count = rest.shape[1]
-        return out
+        return _frames(flushed, joined, whole, size, first_pts, rate)
 
     def flush(self) -> list[AudioChunk]:
         """The samples left over, as one short frame (or nothing)."""
@@ -79,6 +90,12 @@ class Rechunker:
         self._count = 0
 
 
+def _frames(flushed: list[AudioChunk], joined: Any, whole: int, size: int, pts: int, rate: int) -> Iterator[AudioChunk]:
+    yield from flushed
+    for start in range(0, whole, size):
+        yield AudioChunk._trusted(joined[:, start : start + size], rate, pts + start)
+
+
 @operator
 async def rechunk(source: AsyncIterable[Any], *, duration_ms: float = 20.0, pad_final: bool = False) -> AsyncIterator[Any]:
     """Re-cut AudioChunks into frames of exactly ``duration_ms`` milliseconds.
@@ -94,7 +111,7 @@ async def rechunk(source: AsyncIterable[Any], *, duration_ms: float = 20.0, pad_
     async with scoped(source) as items:
         async for item in items:
             if isinstance(item, AudioChunk):
-                for frame in chunker.push(item):
+                for frame in chunker.frames(item):
                     yield frame
             else:
                 if isinstance(item, Interrupt):
