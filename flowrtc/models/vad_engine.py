@@ -9,11 +9,11 @@ batches, so its state flows in order. Rows are independent in the model, so
 batching does not change any stream's probabilities.
 
 Batches form naturally: a batch takes whatever is ready when the previous one
-finishes. When fewer than half of the open streams have a window ready (audio
+is handed over. When fewer than half of the idle streams have a window ready (audio
 arriving in real time, each stream every 32 ms), the engine first waits up to
-``max_wait_ms`` for more to arrive, so a busy server runs a few large batches
-instead of many tiny ones (each model call costs about 0.1 ms before its first
-row). Streams fed faster than real time are all ready at once and never wait.
+``max_wait_ms`` (or until a running batch ends) for more to arrive, so a busy
+server runs a few large batches instead of many tiny ones (each model call costs
+about 0.1 ms before its first row). Streams fed faster than real time are all ready at once and never wait.
 Nothing polls: the wait ends on a timer or when enough streams are ready.
 """
 
@@ -252,6 +252,7 @@ class VADEngine:
         self._task: asyncio.Task[None] | None = None
         self._ready_count = 0
         self._in_flight: set[asyncio.Future[Any]] = set()
+        self._finished = 0
         self._in_flight_streams = 0
         self._batch_done: asyncio.Future[None] | None = None
         self._worker = _Worker()
@@ -297,7 +298,7 @@ class VADEngine:
             self._ready[stream.sample_rate].append(stream)
             self._ready_count += 1
             enough = self._enough
-            if enough is not None and self._ready_count * 2 >= self._idle_streams() and not enough.done():
+            if enough is not None and not enough.done() and self._enough_ready():
                 enough.set_result(None)
         if self._task is None:
             assert self._loop is not None
@@ -315,8 +316,11 @@ class VADEngine:
                 if len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT:
                     await self._wait_for_batch()
                     continue
-                if self.max_wait_ms > 0 and self._ready_count * 2 < self._idle_streams():
+                if self.max_wait_ms > 0 and not self._enough_ready():
+                    finished = self._finished
                     await self._gather(self.max_wait_ms / 1000.0)
+                    if self._finished != finished:
+                        continue  # a batch ended: let its streams push, then look again
                 started = False
                 for rate, queue in self._ready.items():
                     if queue and len(self._in_flight) < MAX_BATCHES_IN_FLIGHT:
@@ -330,12 +334,20 @@ class VADEngine:
             # If cancelled with work left, the next push starts a new task for it.
             self._task = None
 
-    def _idle_streams(self) -> int:
-        """Open streams without a window being scored now."""
-        return self.active_streams - self._in_flight_streams
+    def _enough_ready(self) -> bool:
+        """Whether enough streams have a window ready to make a batch worth a model call.
+
+        Half of the streams not being scored now; with a batch running, also at
+        least an eighth of all streams, so that streams fed faster than real time
+        wait for the running batch and join the next one whole instead of
+        trickling into small ones.
+        """
+        idle = self.active_streams - self._in_flight_streams
+        need = idle / 2 if not self._in_flight else max(idle / 2, self.active_streams / 8)
+        return self._ready_count >= need
 
     async def _gather(self, timeout_s: float) -> None:
-        """Wait until half of the idle streams have a window ready, or ``timeout_s`` passed."""
+        """Wait until half of the open streams have a window ready, a batch ends, or ``timeout_s`` passed."""
         assert self._loop is not None
         enough = self._enough = self._loop.create_future()
         timer = self._loop.call_later(timeout_s, _set_done, enough)
@@ -377,9 +389,10 @@ class VADEngine:
         """Store the batch's states and hand every stream its probability (a done callback)."""
         self._in_flight.discard(future)
         self._in_flight_streams -= len(streams)
-        done = self._batch_done
-        if done is not None and not done.done():
-            done.set_result(None)
+        self._finished += 1
+        for waiter in (self._batch_done, self._enough):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         exc = future.exception() if not future.cancelled() else GraphError("a VAD batch was cancelled")
         if exc is not None:
             for s, job in zip(streams, jobs):
