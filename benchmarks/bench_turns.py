@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import random
 import statistics
 import sys
@@ -48,6 +47,7 @@ from flowrtc.handlers.reply_on_pause import ReplyOnPause  # noqa: E402
 from flowrtc.media import AudioChunk  # noqa: E402
 from flowrtc.operators import decode, encode, interrupt, operator, pause_gate, reply, scoped, vad  # noqa: E402
 from flowrtc.operators.pause_gate import turn_settings  # noqa: E402
+from flowrtc.runtime import tune_gc_for_serving  # noqa: E402
 from flowrtc.session import Session  # noqa: E402
 from flowrtc.testing import arun, audio_frames, load_audio  # noqa: E402
 
@@ -297,7 +297,7 @@ async def _one_session(graph: Graph, frames: list[AudioChunk]) -> None:
 
 async def _cpu_run(make_graph: Callable[[], Graph], frames: list[AudioChunk], sessions: int) -> float:
     await _one_session(make_graph(), frames[:200])  # load the model, warm the engine
-    gc.collect()
+    tune_gc_for_serving()  # as Stream.launch and flowrtc run do before serving
     cpu = time.process_time()
     async with anyio.create_task_group() as tg:
         for _ in range(sessions):
@@ -394,7 +394,7 @@ async def _realtime(sessions: int, seconds: float, batched: bool, engine: Any = 
                     pass
 
     await _one_session(ReplyOnPause(echo, input_sample_rate=8000, output_sample_rate=8000).graph(), frames[:100])  # load the model
-    gc.collect()
+    tune_gc_for_serving()  # as Stream.launch and flowrtc run do before serving
     cpu = time.process_time()
     wall = time.perf_counter()
     start = loop.time()

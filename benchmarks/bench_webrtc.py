@@ -154,6 +154,9 @@ def serve(port: int, kind: str, loop: str) -> None:
         on_startup=[lambda: tasks.append(asyncio.get_running_loop().create_task(probe()))],
         on_shutdown=[webrtc_transport(stream).aclose],
     )
+    from flowrtc.runtime import tune_gc_for_serving
+
+    tune_gc_for_serving()  # as Stream.launch and flowrtc run do
     run = lambda: uvicorn.run(app, host="127.0.0.1", port=port, loop=loop, log_level="warning", access_log=False, backlog=4096)  # noqa: E731
     if not os.environ.get("BENCH_PROFILE"):
         run()

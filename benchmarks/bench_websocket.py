@@ -189,6 +189,9 @@ def serve(port: int, handler_kind: str, profile: str | None = None, ws: str = "w
         tasks.append(asyncio.get_running_loop().create_task(probe.run()))
 
     app = Litestar(route_handlers=[*websocket_route_handlers(stream), stats, reset], on_startup=[start_probe])
+    from flowrtc.runtime import tune_gc_for_serving
+
+    tune_gc_for_serving()  # as Stream.launch and flowrtc run do
     run = lambda: uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",  # noqa: E731
                               ws=ws, log_level="warning", access_log=False, backlog=4096)
     if profile is None:

@@ -74,7 +74,11 @@ def _as_asgi(target: Any) -> Any:
 
 def app_factory() -> Any:
     """ASGI app named by ``FLOWRTC_APP`` (how ``flowrtc run --reload/--workers`` starts workers)."""
-    return _as_asgi(load_object(os.environ["FLOWRTC_APP"]))
+    from flowrtc.runtime import tune_gc_for_serving
+
+    app = _as_asgi(load_object(os.environ["FLOWRTC_APP"]))
+    tune_gc_for_serving()
+    return app
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -87,6 +91,9 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["FLOWRTC_APP"] = str(Path(args.app.partition(":")[0]).resolve()) + (":" + args.app.partition(":")[2] if ":" in args.app else "")
         uvicorn.run("flowrtc.cli:app_factory", factory=True, host=args.host, port=args.port, reload=args.reload, workers=None if args.reload else args.workers)
     else:
+        from flowrtc.runtime import tune_gc_for_serving
+
+        tune_gc_for_serving()
         uvicorn.run(app, host=args.host, port=args.port)
     return 0
 

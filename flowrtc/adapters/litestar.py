@@ -361,11 +361,18 @@ def mount(stream: Any, app: Any, path: str = "", *, tags: list[str] | None = Non
 
 
 def serve(stream: Any, *, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
-    """Run ``stream.app()`` under uvicorn (blocking) and print where the page is."""
+    """Run ``stream.app()`` under uvicorn (blocking) and print where the page is.
+
+    The garbage collector is set up for serving first (:func:`flowrtc.runtime.tune_gc_for_serving`).
+    """
     import uvicorn
+
+    from flowrtc.runtime import tune_gc_for_serving
 
     uvicorn_options.setdefault("timeout_graceful_shutdown", 5)  # open /outputs streams would hold shutdown
     uvicorn_options.setdefault("log_level", "warning")
     shown = f"[{host}]" if ":" in host else host
+    app = stream.app()
+    tune_gc_for_serving()
     print(f"flowrtc: serving {stream!r} at http://{shown}:{port}/", flush=True)
-    uvicorn.run(stream.app(), host=host, port=port, **uvicorn_options)
+    uvicorn.run(app, host=host, port=port, **uvicorn_options)
