@@ -322,9 +322,9 @@ class VADEngine:
                     if self._finished != finished:
                         continue  # a batch ended: let its streams push, then look again
                 started = False
-                for rate, queue in self._ready.items():
-                    if queue and len(self._in_flight) < MAX_BATCHES_IN_FLIGHT:
-                        self._start_batch(rate, queue)
+                for rate, ready in self._ready.items():
+                    if ready and len(self._in_flight) < MAX_BATCHES_IN_FLIGHT:
+                        self._start_batch(rate, ready)
                         started = True
                 if not started:
                     if not self._in_flight:
@@ -366,10 +366,10 @@ class VADEngine:
         finally:
             self._batch_done = None
 
-    def _start_batch(self, rate: int, queue: deque[EngineStream]) -> None:
+    def _start_batch(self, rate: int, ready: deque[EngineStream]) -> None:
         """Hand one window of each of up to ``max_batch_size`` ready streams at ``rate`` to the worker."""
-        n = min(len(queue), self.max_batch_size)
-        streams = [queue.popleft() for _ in range(n)]
+        n = min(len(ready), self.max_batch_size)
+        streams = [ready.popleft() for _ in range(n)]
         self._ready_count -= n
         jobs = [s._jobs[0] for s in streams]
         windows = np.stack([job.windows[job.next] for job in jobs])
@@ -381,10 +381,10 @@ class VADEngine:
         future = self._worker.submit(self._loop, self.model.infer, windows, state, rate)
         self._in_flight.add(future)
         self._in_flight_streams += n
-        future.add_done_callback(functools.partial(self._finish_batch, queue, streams, jobs, slots))
+        future.add_done_callback(functools.partial(self._finish_batch, ready, streams, jobs, slots))
 
     def _finish_batch(
-        self, queue: deque[EngineStream], streams: list[EngineStream], jobs: list[_Job], slots: np.ndarray, future: asyncio.Future[Any]
+        self, ready: deque[EngineStream], streams: list[EngineStream], jobs: list[_Job], slots: np.ndarray, future: asyncio.Future[Any]
     ) -> None:
         """Store the batch's states and hand every stream its probability (a done callback)."""
         self._in_flight.discard(future)
@@ -421,7 +421,7 @@ class VADEngine:
                 if not job.future.done():
                     job.future.set_result(job.probs)
             if s._jobs:
-                queue.append(s)
+                ready.append(s)
                 self._ready_count += 1
             else:
                 s._queued = False
