@@ -110,6 +110,15 @@ def thread_cpu() -> dict[str, float]:
     return dict(usage)
 
 
+async def loop_lag_probe(lags: list[float]) -> None:
+    """Append how late a 10 ms sleep wakes up, for ever (the event loop's lag)."""
+    clock = asyncio.get_running_loop()
+    while True:
+        due = clock.time() + 0.01
+        await asyncio.sleep(0.01)
+        lags.append(max(0.0, clock.time() - due))
+
+
 def serve(port: int, kind: str, loop: str) -> None:
     import uvicorn
     from litestar import Litestar, get
@@ -118,13 +127,6 @@ def serve(port: int, kind: str, loop: str) -> None:
 
     stream = make_stream(kind)
     lags: list[float] = []
-
-    async def probe() -> None:
-        clock = asyncio.get_running_loop()
-        while True:
-            due = clock.time() + 0.01
-            await asyncio.sleep(0.01)
-            lags.append(max(0.0, clock.time() - due))
 
     @get("/bench/stats", sync_to_thread=False)
     def stats() -> dict[str, Any]:
@@ -151,7 +153,7 @@ def serve(port: int, kind: str, loop: str) -> None:
     tasks: list[Any] = []
     app = Litestar(
         route_handlers=[*stream.routes(webrtc=WebRTCOptions(max_negotiating=1000)), stats, reset],
-        on_startup=[lambda: tasks.append(asyncio.get_running_loop().create_task(probe()))],
+        on_startup=[lambda: tasks.append(asyncio.get_running_loop().create_task(loop_lag_probe(lags)))],
         on_shutdown=[webrtc_transport(stream).aclose],
     )
     from flowrtc.runtime import tune_gc_for_serving
@@ -342,12 +344,6 @@ async def client_main(base: str, kind: str, first: int, count: int, peers_total:
     peers = [Peer(index, lead_s=0.5 + (index * turn_s / max(1, peers_total)) % turn_s) for index in range(first, first + count)]
     lags: list[float] = []
 
-    async def probe() -> None:
-        clock = asyncio.get_running_loop()
-        while True:
-            due = clock.time() + 0.01
-            await asyncio.sleep(0.01)
-            lags.append(max(0.0, clock.time() - due))
 
     async with httpx.AsyncClient(timeout=60) as client:
         for start in range(0, count, batch):
@@ -358,7 +354,7 @@ async def client_main(base: str, kind: str, first: int, count: int, peers_total:
                 await asyncio.sleep(0.01)
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        probing = asyncio.ensure_future(probe())
+        probing = asyncio.ensure_future(loop_lag_probe(lags))
         cpu0, t0 = sum(os.times()[:2]), time.monotonic()
         await asyncio.sleep(seconds)
         cpu1, t1 = sum(os.times()[:2]), time.monotonic()
