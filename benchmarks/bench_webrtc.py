@@ -344,7 +344,6 @@ async def client_main(base: str, kind: str, first: int, count: int, peers_total:
     peers = [Peer(index, lead_s=0.5 + (index * turn_s / max(1, peers_total)) % turn_s) for index in range(first, first + count)]
     lags: list[float] = []
 
-
     async with httpx.AsyncClient(timeout=60) as client:
         for start in range(0, count, batch):
             group = peers[start : start + batch]
