@@ -108,7 +108,9 @@ async def _answer(
     if utterance is None:
         call_args: tuple[Any, ...] = tuple(extra)
     else:
-        audio = await _off_loop(_to_user_audio, utterance.audio, sample_rate, layout, samples=utterance.audio.n_samples)
+        turn = utterance.audio
+        converts = (sample_rate is not None and sample_rate != turn.sample_rate) or (layout is not None and layout != turn.layout)
+        audio = await _off_loop(_to_user_audio, turn, sample_rate, layout, seconds=turn.duration_s if converts else 0.0)
         call_args = (audio, *extra)
     resampler: Resampler | None = None
     try:
@@ -118,7 +120,7 @@ async def _answer(
                     if isinstance(out, AudioChunk):
                         if resampler is None:
                             resampler = Resampler(output_sample_rate or out.sample_rate)
-                        for chunk in await _off_loop(resampler.push, out, samples=out.n_samples):
+                        for chunk in await _off_loop(resampler.push, out, seconds=out.duration_s if resampler.sample_rate != out.sample_rate else 0.0):
                             yield chunk
                         continue
                     if isinstance(out, AdditionalOutputs) and session is not None and session.phone_mode:
@@ -133,14 +135,15 @@ async def _answer(
             _clear_args(session)
 
 
-#: Conversions of more than this many samples run in a worker thread, not on the event loop.
-_OFF_LOOP_SAMPLES = 16000
+#: Conversions of more than this much audio run in a worker thread, not on the event
+#: loop (resampling costs about 0.5 ms per second of audio). Audio that needs no
+#: conversion never makes the trip: under load a worker thread must wait for the GIL.
+_OFF_LOOP_S = 1.0
 
 
-async def _off_loop(convert: Callable[..., Any], *args: Any, samples: int) -> Any:
-    # Resampling runs at ~1 ms per second of audio: a whole utterance on the
-    # event loop would stall every other session for that long.
-    if samples > _OFF_LOOP_SAMPLES:
+async def _off_loop(convert: Callable[..., Any], *args: Any, seconds: float) -> Any:
+    # A long turn converted on the event loop would stall every other session.
+    if seconds > _OFF_LOOP_S:
         return await anyio.to_thread.run_sync(convert, *args)
     return convert(*args)
 
