@@ -38,7 +38,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from flowrtc.adapters.messages import encode_message, to_wire
 from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, first_audio_codec, offered_kinds, parse_candidate
-from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame
+from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame, decode_audio_on_loop
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Error, Interrupt
 from flowrtc.hub import ConcurrencyLimitReached, ConnectionExists
@@ -315,6 +315,9 @@ class WebRTCTransport:
 
         peer.stereo_input = declares_stereo(sdp)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "audio":
+                decode_audio_on_loop(transceiver.receiver)
         if stream.mode != "send":
             for transceiver in pc.getTransceivers():
                 kind = transceiver.kind

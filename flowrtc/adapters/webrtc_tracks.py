@@ -1,11 +1,10 @@
 """aiortc tracks that play a session's output, and the conversions around them.
 
 * :class:`AudioOutputTrack` holds a **bounded** queue of 20 ms, 48 kHz stereo
-  s16 frames and hands one to aiortc every 20 ms of wall-clock time, with pts
-  running on continuously. When the queue is empty it sends a silent frame:
-  the RTP timestamps then keep pace with real time, so the listener's jitter
-  buffer never sees a burst of "late" packets when speech resumes (which is
-  what happens when a track simply stops producing, as FastRTC's does).
+  s16 frames and hands one to aiortc every 20 ms of wall-clock time. When the
+  queue is empty it sends nothing, and after a pause its RTP timestamps jump
+  by the pause, so they keep pace with real time and the listener's jitter
+  buffer never sees a burst of "late" packets when speech resumes.
   :meth:`AudioOutputTrack.flush` drops every queued frame (``Interrupt``).
 * :class:`VideoOutputTrack` keeps only the newest frame (latest wins) and
   releases each new frame once, at most ``max_fps`` per second, stamped with
@@ -13,6 +12,9 @@
 * :class:`AudioFrameEncoder` converts output AudioChunks (any rate, mono or
   stereo, int16 or float32) to those 20 ms frames; :func:`chunk_from_frame`
   converts aiortc's decoded frames to AudioChunks.
+
+:func:`decode_audio_on_loop` makes an aiortc audio receiver decode on the
+event loop instead of in a thread of its own.
 
 Importing this module replaces aiortc's per-sample Python loop that computes
 the audio level of every sent frame with an equivalent numpy function
@@ -22,7 +24,9 @@ the audio level of every sent frame with an equivalent numpy function
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import threading
 import time
 from fractions import Fraction
 
@@ -31,6 +35,7 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc import rtp as aiortc_rtp
+from aiortc.codecs import get_decoder
 from aiortc.mediastreams import MediaStreamError
 
 from flowrtc.media import AudioChunk, VideoFrame, seal
@@ -46,6 +51,7 @@ __all__ = [
     "chunk_from_frame",
     "AudioOutputTrack",
     "VideoOutputTrack",
+    "decode_audio_on_loop",
 ]
 
 AUDIO_RATE = 48000
@@ -365,3 +371,61 @@ class VideoOutputTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._fresh.set()
+
+
+logger = logging.getLogger("flowrtc.webrtc")
+
+
+class _LoopDecoder:
+    """Stands in for the queue between an aiortc receiver and its decoder thread.
+
+    ``put`` (called by the receiver on the event loop, one encoded 20 ms frame at
+    a time) decodes at once and queues the frames on the receiver's track; the
+    thread aiortc still starts finds nothing in ``get`` until the receiver stops,
+    and then ends the track as it always does.
+    """
+
+    def __init__(self, track_queue: asyncio.Queue[object]) -> None:
+        self._track_queue = track_queue
+        self._decoder: object | None = None
+        self._codec_name: str | None = None
+        self._stopped = threading.Event()
+
+    def put(self, item: object) -> None:
+        if item is None:  # the receiver stops: release the thread, which ends the track
+            self._stopped.set()
+            return
+        codec, encoded_frame = item  # type: ignore[misc]
+        if codec.name != self._codec_name:
+            self._decoder, self._codec_name = get_decoder(codec), codec.name
+        try:
+            frames = self._decoder.decode(encoded_frame)  # type: ignore[attr-defined]
+        except av.FFmpegError as exc:  # a damaged packet: skip it, keep the decoder's state
+            logger.debug("audio frame not decoded: %s", exc)
+            return
+        for frame in frames:
+            self._track_queue.put_nowait(frame)
+
+    def get(self, *args: object, **kwargs: object) -> None:
+        self._stopped.wait()
+
+
+def decode_audio_on_loop(receiver: object) -> bool:
+    """Make an aiortc audio ``RTCRtpReceiver`` decode on the event loop, not in its own thread.
+
+    aiortc decodes each receiver's frames in a thread of its own, which hands
+    every 20 ms frame back with ``run_coroutine_threadsafe``: per peer, 50 thread
+    wake-ups, GIL hand-overs and new tasks a second. Decoding a 20 ms Opus or
+    G.711 frame costs far less than that trip (tens of microseconds), so here the
+    receiver decodes as each frame leaves its jitter buffer. Call it before the
+    connection is established (before aiortc starts the receiver); returns
+    ``False`` and leaves the receiver alone if it has started already or this
+    aiortc version is laid out differently.
+    """
+    track = getattr(receiver, "_track", None)
+    if getattr(receiver, "_RTCRtpReceiver__decoder_thread", True) is not None or track is None or track.kind != "audio":
+        return False
+    if not isinstance(getattr(track, "_queue", None), asyncio.Queue) or not hasattr(receiver, "_RTCRtpReceiver__decoder_queue"):
+        return False
+    receiver._RTCRtpReceiver__decoder_queue = _LoopDecoder(track._queue)  # type: ignore[attr-defined]
+    return True
