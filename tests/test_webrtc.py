@@ -32,6 +32,7 @@ from flowrtc import (
     resample,
 )
 from flowrtc.adapters.webrtc import WebRTCOptions, webrtc_transport
+from flowrtc.adapters.webrtc_tracks import _LoopDecoder, decode_audio_on_loop
 from flowrtc.operators.core import scoped
 from flowrtc.session import current_session
 from flowrtc.stream import Stream
@@ -94,6 +95,11 @@ async def test_audio_echo_round_trip_on_recorded_speech() -> None:
             await peer.wait_connected()
             assert stream.hub.transport(peer.webrtc_id) == "webrtc"
             await wait_for(lambda: peer.audio_track and peer.audio_track.position > 48000 * 2.6, 10)
+            # The server decodes the caller's audio on its event loop, to mono, not in a thread per peer.
+            (receiver,) = [t.receiver for t in webrtc_transport(stream).peers[peer.webrtc_id].pc.getTransceivers() if t.kind == "audio"]
+            decoder = receiver._RTCRtpReceiver__decoder_queue
+            assert isinstance(decoder, _LoopDecoder)
+            assert decoder._decoder.codec.layout.name == "mono"
             await asyncio.sleep(0.5)
             await peer.close()
         sent = envelope(peer.audio_track.samples[0])
@@ -486,3 +492,17 @@ def test_stereo_input_only_when_the_offer_says_so() -> None:
     assert not declares_stereo(browser)
     assert declares_stereo(browser.replace("useinbandfec=1", "useinbandfec=1;sprop-stereo=1"))
     assert not declares_stereo("a=rtpmap:0 PCMU/8000\r\na=fmtp:0 sprop-stereo=1\r\n")
+
+
+def test_decode_audio_on_loop_leaves_a_started_or_video_receiver_alone() -> None:
+    class Receiver:
+        _RTCRtpReceiver__decoder_queue = None
+
+        def __init__(self, kind: str, started: bool) -> None:
+            self._RTCRtpReceiver__decoder_thread = object() if started else None
+            self._track = type("Track", (), {"kind": kind, "_queue": asyncio.Queue()})()
+
+    assert decode_audio_on_loop(Receiver("audio", started=False))
+    assert not decode_audio_on_loop(Receiver("audio", started=True))
+    assert not decode_audio_on_loop(Receiver("video", started=False))
+    assert not decode_audio_on_loop(object())

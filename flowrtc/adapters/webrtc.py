@@ -317,7 +317,7 @@ class WebRTCTransport:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio":
-                decode_audio_on_loop(transceiver.receiver)
+                decode_audio_on_loop(transceiver.receiver, mono=not peer.stereo_input)
         if stream.mode != "send":
             for transceiver in pc.getTransceivers():
                 kind = transceiver.kind
