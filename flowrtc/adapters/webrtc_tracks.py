@@ -54,6 +54,8 @@ __all__ = [
     "decode_audio_on_loop",
 ]
 
+logger = logging.getLogger("flowrtc.webrtc")
+
 AUDIO_RATE = 48000
 AUDIO_PTIME_S = 0.020
 SAMPLES_PER_FRAME = int(AUDIO_RATE * AUDIO_PTIME_S)
@@ -371,9 +373,6 @@ class VideoOutputTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._fresh.set()
-
-
-logger = logging.getLogger("flowrtc.webrtc")
 
 
 class _LoopDecoder:
