@@ -328,3 +328,28 @@ async def test_driving_it_by_hand_from_async_code() -> None:
 def test_log_events_are_fastrtc_messages() -> None:
     assert Log(data="started_talking").data == "started_talking"
     assert PauseDetected().media_time_s == 0.0
+
+
+@pytest.mark.anyio
+async def test_turn_audio_goes_to_a_worker_thread_only_for_a_long_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker-thread trip costs a busy server tens of ms: no-op and short conversions stay on the loop."""
+    trips: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    heard: list[int] = []
+
+    async def fn(audio: tuple[int, np.ndarray]) -> Any:
+        heard.append(audio[0])
+        yield audio[0], np.zeros((1, audio[0] * 3), np.int16)  # 3 s of reply at the turn's rate
+
+    hello = load_audio(HELLO)  # 8 kHz: the turn needs no conversion, nor does the reply
+    await arun(ReplyOnPause(fn, input_sample_rate=8000, output_sample_rate=8000), audio=join(hello, 1.0))
+    assert heard == [8000] and trips == []
+    # 48 kHz out: a 3 s reply is resampled off the loop; the ~2 s turn converted to 16 kHz too
+    await arun(ReplyOnPause(fn, input_sample_rate=16000, output_sample_rate=48000), audio=join(hello, 1.0))
+    assert heard == [8000, 16000] and sorted(trips) == ["_to_user_audio", "push"]
