@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any, AsyncIterator
@@ -327,3 +328,35 @@ async def test_startup_reply_plays_first_and_passes_other_items() -> None:
 def test_takes_extra_args_follows_fastrtc() -> None:
     assert not takes_extra_args(lambda audio: None)
     assert takes_extra_args(lambda audio, history=None: None)
+
+
+@pytest.mark.anyio
+async def test_with_nothing_playing_upstream_is_read_in_place_without_a_task_per_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task and a wait per item cost two trips round a busy event loop between the VAD's decision and the reply."""
+    interrupt_module = sys.modules["flowrtc.operators.interrupt"]
+    steps: list[Any] = []
+    step = interrupt_module._Step
+
+    class CountingStep(step):  # type: ignore[misc, valid-type]
+        def __init__(self, loop: Any, iterator: Any) -> None:
+            steps.append(iterator)
+            super().__init__(loop, iterator)
+
+    monkeypatch.setattr(interrupt_module, "_Step", CountingStep)
+
+    async def upstream() -> AsyncIterator[Any]:
+        yield Log(data="pause_detected", media_time_s=0.5)
+        yield SpeechStarted(media_time_s=0.6)
+        yield make_reply(1.0, tone(0.5))
+
+    items = await run(upstream())
+    assert summary(items) == [
+        ("pause_detected", 0.5),
+        ("SpeechStarted", 0.6),
+        ("ReplyStarted", 1.0),
+        ("response_starting", 1.0),
+        ("audio", 1.0, 0.5),
+        ("ReplyEnded", 1.5, False),
+    ]
+    # Steps only while the reply runs: its two (audio, end), and one read of upstream raced against them.
+    assert len(steps) == 3

@@ -204,26 +204,35 @@ async def interrupt(source: AsyncIterable[Any], *, can_interrupt: bool = True) -
                     reply = waiting.popleft()
                     current = _Playing(reply, max(reply.media_time_s, playing_until_s))
                     yield ReplyStarted(media_time_s=current.t0_s)
-                if pull is None and not upstream_done:
-                    pull = _Step(loop, upstream)
-                if current is not None and current.step is None:
-                    current.step = _Step(loop, current.items)
-                tasks = [step.task for step in (current.step if current else None, pull) if step is not None]
-                if not tasks:
-                    break
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if current is None and pull is None:
+                    if upstream_done:
+                        break
+                    # Nothing to race upstream against: read it in this task. A step
+                    # task and a wait per item cost two trips round a busy event loop.
+                    try:
+                        item = await upstream.__anext__()
+                    except StopAsyncIteration:
+                        upstream_done = True
+                        continue
+                else:
+                    if pull is None and not upstream_done:
+                        pull = _Step(loop, upstream)
+                    if current is not None and current.step is None:
+                        current.step = _Step(loop, current.items)
+                    tasks = [step.task for step in (current.step if current else None, pull) if step is not None]
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
 
-                # The reply's output first: what it produced was produced before we look.
-                if current is not None and current.step is not None and current.step.done():
-                    for out in take_step():
-                        yield out
-                if pull is None or not pull.done():
-                    continue
-                item = pull.task.result()
-                pull = None
-                if item is _END:
-                    upstream_done = True
-                    continue
+                    # The reply's output first: what it produced was produced before we look.
+                    if current is not None and current.step is not None and current.step.done():
+                        for out in take_step():
+                            yield out
+                    if pull is None or not pull.done():
+                        continue
+                    item = pull.task.result()
+                    pull = None
+                    if item is _END:
+                        upstream_done = True
+                        continue
                 interrupting = isinstance(item, (Reply, SpeechStarted)) and can_interrupt
                 if interrupting and current is not None:
                     for out in await catch_up(item.media_time_s):
