@@ -198,3 +198,22 @@ async def test_the_ivr_prompt_is_one_turn(rate: int) -> None:
     assert u.audio.sample_rate == rate
     assert u.start_s < 0.10 + 0.1 and 25.15 - 0.1 < u.end_s < 25.15 + 0.1
     assert 25.15 + 0.3 < u.media_time_s < 25.15 + 0.6
+
+
+@pytest.mark.anyio
+async def test_a_speech_start_decided_behind_the_audio_still_gets_its_whole_preroll() -> None:
+    """The VAD's events trail the audio (after a catching-up chunk, by up to 160 ms): no pre-roll is lost."""
+    audio = ramp(3.0)
+
+    async def source() -> Any:
+        for frame in audio_frames(audio):
+            yield frame
+            if frame.media_time_s + frame.duration_s >= 1.3 - 1e-9 and frame.media_time_s < 1.3 - 1e-9:
+                yield SpeechStarted(media_time_s=1.16)  # decided at 1.16, seen after the audio up to 1.3
+        yield SpeechStopped(media_time_s=2.5)
+
+    items = [item async for item in pause_gate(source(), speech_pad_ms=200, min_speech_ms=160, min_silence_ms=450)]
+    utterance = items[-1]
+    assert isinstance(utterance, Utterance)
+    assert utterance.audio.pts == round(0.8 * RATE)  # 1.16 - 0.16 - 0.2, as if the event had come at once
+    np.testing.assert_array_equal(utterance.audio.samples, audio.slice(round(0.8 * RATE), round(2.25 * RATE)).samples)

@@ -149,6 +149,10 @@ class _Turn:
         self.speech_start_s = speech_start_s
 
 
+#: How far behind the audio a ``SpeechStarted`` may arrive and still find its pre-roll, in s.
+_EVENT_LAG_S = 0.5
+
+
 def _clip(pieces: list[AudioChunk] | deque[AudioChunk], start_s: float, end_s: float) -> list[AudioChunk]:
     """The parts of ``pieces`` inside ``[start_s, end_s)``."""
     out = []
@@ -238,7 +242,9 @@ async def pause_gate(
                         yield Log(data="started_talking", media_time_s=now_s)
                 else:
                     recent.append(item)
-                    cutoff_s = now_s - preroll_s
+                    # Events trail the audio (the VAD decides after the chunk; a session
+                    # catching up gets chunks of several windows): keep a margin.
+                    cutoff_s = now_s - preroll_s - _EVENT_LAG_S
                     oldest = recent[0]
                     while (oldest.pts + oldest.samples.shape[1]) / oldest.sample_rate <= cutoff_s:
                         recent.popleft()
