@@ -140,6 +140,12 @@ class Channel:
         _wake_all(self._putters)
 
     # -- receiving -----------------------------------------------------------------
+    def peek_nowait(self) -> Any:
+        """The oldest queued item, left in the channel; ``anyio.WouldBlock`` if none is queued."""
+        if not self._items:
+            raise anyio.WouldBlock
+        return self._items[0]
+
     def receive_nowait(self) -> Any:
         """The oldest queued item; ``anyio.WouldBlock`` if none, ``anyio.EndOfStream`` if none will come."""
         items = self._items

@@ -609,3 +609,30 @@ def test_handler_steps_an_iterator_a_plain_function_returns(hello: AudioChunk) -
     graph = Graph(audio=handler(lambda audio: iter([audio, audio])))
     recording = run(graph, audio=frames)
     assert sum(chunk.n_samples for chunk in recording.audio_chunks) == 2 * frames.n_samples
+
+
+async def test_decode_catches_up_by_joining_audio_already_queued() -> None:
+    """``catch_up_ms``: contiguous chunks waiting in the channel come out as one; nothing waits for more."""
+    from flowrtc.channel import Channel
+
+    frames = list(audio_frames(AudioChunk((np.arange(8000) % 3000).astype(np.int16)[None, :], 8000)))  # 50 x 20 ms
+    channel = Channel(100)
+    for frame in frames[:10]:
+        channel.put_nowait(frame)
+    channel.put_nowait(Marker("m"))
+    channel.put_nowait(frames[10])
+    channel.put_nowait(frames[12])  # a gap: not joined to the one before
+    channel.close_send()
+    out = await collect(decode(catch_up_ms=100)(channel))
+    sizes = [item.n_samples if isinstance(item, AudioChunk) else "marker" for item in out]
+    assert sizes == [800, 800, "marker", 160, 160]  # 100 ms at most; the marker and the gap end a join
+    chunks = [item for item in out if isinstance(item, AudioChunk)]
+    assert [c.pts for c in chunks] == [0, 800, 1600, 1920]
+    np.testing.assert_array_equal(joined(chunks[:3]), joined(frames[:11]))
+    # Off by default, and a plain iterator (nothing to look ahead in) passes frames as they are.
+    channel = Channel(100)
+    for frame in frames[:10]:
+        channel.put_nowait(frame)
+    channel.close_send()
+    assert [c.n_samples for c in await collect(decode()(channel))] == [160] * 10
+    assert [c.n_samples for c in await collect(decode(catch_up_ms=100)(source(frames[:10])))] == [160] * 10

@@ -39,6 +39,12 @@ EMIT_TIMEOUT_S = 0.1
 _PLACEHOLDER = "__webrtc_value__"
 
 
+#: Audio already queued that a session behind its caller joins into one step (see
+#: ``decode(catch_up_ms=)``): five VAD windows scored in one trip to the engine. A
+#: session that keeps up gets every frame as it came, so this adds no latency.
+CATCH_UP_MS = 160.0
+
+
 class ReplyOnPause:
     """Call ``fn`` with the user's audio each time they pause; play what it yields.
 
@@ -112,10 +118,11 @@ class ReplyOnPause:
 
         The VAD scores a mono mix at its own rate whatever comes in, so the turn's
         audio is converted to ``expected_layout`` and ``input_sample_rate`` once,
-        when ``reply`` hands it to ``fn``, not frame by frame.
+        when ``reply`` hands it to ``fn``, not frame by frame. A session that has
+        fallen behind its caller catches up ``CATCH_UP_MS`` of audio at a time.
         """
         pipe = (
-            decode()
+            decode(catch_up_ms=CATCH_UP_MS)
             | turn_taking(self.algo_options, self.model_options, model=self.model)
             | self._answer(startup=startup)
         )

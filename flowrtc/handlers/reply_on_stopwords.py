@@ -19,7 +19,7 @@ from flowrtc.errors import ConfigurationError, MissingExtraError
 from flowrtc.events import StopWord
 from flowrtc.graph import Graph
 from flowrtc.handlers.options import AlgoOptions, SileroVadOptions
-from flowrtc.handlers.reply_on_pause import ReplyOnPause
+from flowrtc.handlers.reply_on_pause import CATCH_UP_MS, ReplyOnPause
 from flowrtc.operators.codec import decode
 from flowrtc.operators.core import Pipe
 from flowrtc.operators.pause_gate import turn_settings, turn_taking
@@ -113,7 +113,7 @@ class ReplyOnStopWords(ReplyOnPause):
         detector, gate = _split_turn_taking(turn_taking(self.algo_options, self.model_options, model=self.model))
         settings = turn_settings(self.algo_options, self.model_options)
         pipe = (
-            decode()
+            decode(catch_up_ms=CATCH_UP_MS)
             | resample(layout=self.expected_layout)
             | detector
             | stopword_gate(

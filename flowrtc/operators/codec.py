@@ -12,6 +12,7 @@ from typing import Any, AsyncIterable, AsyncIterator, Literal
 import av
 import numpy as np
 
+from flowrtc.channel import Channel
 from flowrtc.errors import ConfigurationError, MediaError
 from flowrtc.g711 import mulaw_to_pcm16, pcm16_to_mulaw
 from flowrtc.media import AudioChunk, Layout, VideoFrame, seal
@@ -25,6 +26,29 @@ BytesFormat = Literal["pcm_s16le", "mulaw"]
 EncodeTarget = Literal["chunk", "av", "pcm", "mulaw", "tuple"]
 
 
+def _join_queued(chunk: AudioChunk, queue: Channel, limit_ms: float) -> AudioChunk:
+    """``chunk`` joined with the contiguous audio of the same format queued behind it, up to ``limit_ms``."""
+    limit = round(limit_ms * chunk.sample_rate / 1000)
+    pieces = [chunk]
+    n = chunk.n_samples
+    end = chunk.end_pts
+    while queue.queued:
+        following = queue.peek_nowait()
+        if (
+            type(following) is not AudioChunk
+            or following.pts != end
+            or following.sample_rate != chunk.sample_rate
+            or following.samples.shape[0] != chunk.samples.shape[0]
+            or following.samples.dtype != chunk.samples.dtype
+            or n + following.n_samples > limit
+        ):
+            break
+        pieces.append(queue.receive_nowait())
+        n += following.n_samples
+        end = following.end_pts
+    return chunk if len(pieces) == 1 else AudioChunk.concat(pieces, pts=chunk.pts)
+
+
 @operator
 async def decode(
     source: AsyncIterable[Any],
@@ -33,6 +57,7 @@ async def decode(
     sample_rate: int | None = None,
     channels: int = 1,
     video_format: Literal["bgr24", "rgb24"] = "bgr24",
+    catch_up_ms: float = 0.0,
 ) -> AsyncIterator[Any]:
     """Turn transport payloads into media items.
 
@@ -41,16 +66,23 @@ async def decode(
         sample_rate: rate in Hz of ``bytes`` items (required if any arrive).
         channels: interleaved channel count of PCM ``bytes`` items.
         video_format: channel order of decoded video (``"bgr24"``, FastRTC's, or ``"rgb24"``).
+        catch_up_ms: when the graph has fallen behind its input, join the AudioChunks
+            already queued behind this one (same format, contiguous) into one chunk
+            of up to this many ms, so later stages catch up in fewer, larger steps
+            (the VAD scores several windows in one trip to its engine). Only what
+            has already arrived is joined: a graph that keeps up sees the frames as
+            they came. ``0`` (default) passes every frame on as it is.
 
     Audio pts are rebased to a running sample count from 0, so media time is the
     amount of audio received, whatever clock the sender used. Items that are
     already AudioChunk/VideoFrame, and events, pass through.
     """
     next_pts = 0
+    queue = source if catch_up_ms > 0 and isinstance(source, Channel) else None
     async with scoped(source) as items:
         async for item in items:
             if type(item) is AudioChunk:  # the usual case first
-                yield item
+                yield item if queue is None or not queue.queued else _join_queued(item, queue, catch_up_ms)
                 continue
             if isinstance(item, (bytes, bytearray, memoryview)):
                 if sample_rate is None:
