@@ -10,7 +10,7 @@ One separate **client process** plays N sessions at once: each sends recorded sp
 µ-law messages in real time, speaking FastRTC's WebSocket protocol (16 kHz) or
 Twilio's Media Streams protocol (8 kHz, marks echoed), and timestamps every reply
 frame. The client is a minimal asyncio WebSocket client (precomputed frames, one
-timer for all sessions) so that it, not the server, stays cheap.
+wake-up per 2 ms tick for all sessions) so that it, not the server, stays cheap.
 
 Per session count it reports:
 
@@ -23,7 +23,7 @@ Per session count it reports:
   the first reply frame at the client, wall clock, median and p90;
 * server CPU (% of one core), how long the server was runnable but waiting for a CPU
   ("starved": other processes took the cores; such rows measure the machine, not
-  flowrtc), and the client's own send lag (if that grows, the client was the bottleneck).
+  flowrtc), the client process's CPU, and the client's own send lag (if that grows, the client was the bottleneck).
 
 A count is **held** when mean reply lag < 20 ms and every turn was answered.
 Targets (2-core machine): ≥ 300 sessions held; EoS → first audio ≤ 0.5 s median.
@@ -38,6 +38,7 @@ import gc
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -486,6 +487,7 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
             for sessions in [int(n) for n in args.sessions.split(",")]:
                 http_json(port, "/bench/reset", "POST")
                 (cpu0, wait0), wall0 = cpu_seconds(server.pid), time.monotonic()
+                children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 client = subprocess.run(
                     [sys.executable, __file__, "client", "--port", str(port), "--protocol", protocol,
                      "--sessions", str(sessions), "--turns", str(args.turns), "--ramp", str(args.ramp)],
@@ -493,8 +495,11 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
                 )
                 cpu1, wait1 = cpu_seconds(server.pid)
                 wall = time.monotonic() - wall0
+                children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                client_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
                 row = {**json.loads(client.stdout), **http_json(port, "/bench/stats"),
                        "server_cpu_pct": 100 * (cpu1 - cpu0) / wall, "server_starved_pct": 100 * (wait1 - wait0) / wall,
+                       "client_cpu_pct": 100 * client_cpu / wall,
                        "load_avg_1min": os.getloadavg()[0], "graph_decision_s": decision_s}
                 row["held"] = bool(row["reply_lag_mean_ms"] is not None and row["reply_lag_mean_ms"] < 20 and row["answered"] == row["turns"])
                 rows.append(row)
@@ -511,8 +516,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         return "–" if value is None else format(value, spec)
 
     lines = [
-        "| protocol | sessions | held | answered | reply lag mean / p95 (ms) | loop lag mean / p99 (ms) | EoS → audio median / p90 (s) | server CPU | server starved | client send lag mean (ms) |",
-        "| --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| protocol | sessions | held | answered | reply lag mean / p95 (ms) | loop lag mean / p99 (ms) | EoS → audio median / p90 (s) | server CPU | server starved | client CPU | client send lag mean (ms) |",
+        "| --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
@@ -520,7 +525,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{f(r['reply_lag_mean_ms'], '.1f')} / {f(r['reply_lag_p95_ms'], '.1f')} | "
             f"{r['loop_lag_mean_ms']:.1f} / {r['loop_lag_p99_ms']:.1f} | "
             f"{f(r['eos_to_audio_median_s'], '.3f')} / {f(r['eos_to_audio_p90_s'], '.3f')} | "
-            f"{r['server_cpu_pct']:.0f}% | {r['server_starved_pct']:.0f}% | {r['client_send_lag_mean_ms']:.1f} |"
+            f"{r['server_cpu_pct']:.0f}% | {r['server_starved_pct']:.0f}% | {r['client_cpu_pct']:.0f}% | {r['client_send_lag_mean_ms']:.1f} |"
         )
     return "\n".join(lines)
 
