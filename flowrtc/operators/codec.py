@@ -66,7 +66,8 @@ async def decode(
         sample_rate: rate in Hz of ``bytes`` items (required if any arrive).
         channels: interleaved channel count of PCM ``bytes`` items.
         video_format: channel order of decoded video (``"bgr24"``, FastRTC's, or ``"rgb24"``).
-        catch_up_ms: when the graph has fallen behind its input, join the AudioChunks
+        catch_up_ms: when ``decode`` reads a session's input channel (it is the
+            graph's first stage) and the graph has fallen behind, join the AudioChunks
             already queued behind this one (same format, contiguous) into one chunk
             of up to this many ms, so later stages catch up in fewer, larger steps
             (the VAD scores several windows in one trip to its engine). Only what
