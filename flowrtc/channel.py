@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 
@@ -33,6 +33,19 @@ def _wake(waiters: deque[asyncio.Future[None]]) -> None:
         if not waiter.done():
             waiter.set_result(None)
             return
+
+
+async def _wait_turn(waiters: deque[asyncio.Future[None]], still_ready: Callable[[], bool]) -> None:
+    """Wait in ``waiters`` until woken; if cancelled just after being woken while
+    ``still_ready()`` holds, pass the wake-up on so the free slot or queued item is not lost."""
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    except BaseException:
+        if waiter.done() and not waiter.cancelled() and still_ready():
+            _wake(waiters)
+        raise
 
 
 def _wake_all(waiters: deque[asyncio.Future[None]]) -> None:
@@ -123,15 +136,7 @@ class Channel:
                 if self._putters and len(self._items) < self.size:
                     _wake(self._putters)  # room for the next waiting sender too
                 return
-            waiter = asyncio.get_running_loop().create_future()
-            self._putters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                # Cancelled after being woken: hand the free slot to the next sender.
-                if waiter.done() and not waiter.cancelled() and len(self._items) < self.size:
-                    _wake(self._putters)
-                raise
+            await _wait_turn(self._putters, lambda: len(self._items) < self.size)
 
     def close_send(self) -> None:
         """No more items: receivers get what is queued, then ``anyio.EndOfStream``."""
@@ -165,14 +170,7 @@ class Channel:
                 return self.receive_nowait()
             except anyio.WouldBlock:
                 pass
-            waiter = asyncio.get_running_loop().create_future()
-            self._getters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled() and self._items:
-                    _wake(self._getters)
-                raise
+            await _wait_turn(self._getters, lambda: bool(self._items))
 
     def close_receive(self) -> None:
         """Nobody will receive: queued items are dropped and senders get ``anyio.BrokenResourceError``."""
@@ -190,12 +188,8 @@ class Channel:
         return self
 
     async def __anext__(self) -> Any:
-        items = self._items
-        if items:  # the common case on a busy loop: no await at all
-            item = items.popleft()
-            if self._putters and len(items) <= self._low_water:
-                _wake(self._putters)
-            return item
+        if self._items:  # the common case on a busy loop: no await at all
+            return self.receive_nowait()
         try:
             return await self.receive()
         except anyio.EndOfStream:
