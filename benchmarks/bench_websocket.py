@@ -6,7 +6,9 @@ One **server process** (uvicorn + uvloop, the routes of ``flowrtc.adapters.webso
 serves a ``ReplyOnPause`` echo handler (``fn`` yields the user's audio back) — or,
 if ReplyOnPause is not installed, an energy-gated echo graph (the table says which).
 One separate **client process** plays N sessions at once: each sends recorded speech
-(Asterisk "hello world", 1.4 s, then 2.5 s of silence, ``--turns`` times) as 20 ms
+(``--speech hello``: Asterisk "hello world", 1.4 s; ``sentences``: the nine sentences the
+turn-taking defaults were tuned on; ``heldout``: prompts in five other voices and four
+languages from ``bench_heldout``; each turn followed by 2.5 s of silence, ``--turns`` times) as 20 ms
 µ-law messages in real time, speaking FastRTC's WebSocket protocol (16 kHz) or
 Twilio's Media Streams protocol (8 kHz, marks echoed), and timestamps every reply
 frame. The client is a minimal asyncio WebSocket client (precomputed frames, one
@@ -19,8 +21,10 @@ Per session count it reports:
   the client 60–100 ms ahead), mean and p95 over all reply frames (ms);
 * **loop lag**: how late a 10 ms timer fires on the server's event loop, mean and p99;
 * **answered**: turns that got reply audio before the next turn began;
-* **EoS → audio**: end of speech (send time of the last 20 ms frame with speech) to
-  the first reply frame at the client, wall clock, median and p90;
+* **EoS → audio**: end of speech to the first reply frame at the client, wall clock,
+  median and p90. End of speech is the send time of the last 20 ms frame louder than
+  ``SPEECH_RMS`` (``hello``), or the energy ground truth of ``bench_heldout`` (the end of
+  the last 10 ms within 35 dB of the prompt's peak) placed in the frame that holds it;
 * server CPU (% of one core), how long the server was runnable but waiting for a CPU
   ("starved": other processes took the cores; such rows measure the machine, not
   flowrtc), the client process's CPU, and the client's own send lag (if that grows, the client was the bottleneck).
@@ -45,12 +49,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 CLIP = ROOT / "tests" / "media" / "asterisk_hello-world_8k.wav"
 GAP_S = 2.5
@@ -179,13 +184,23 @@ def serve(port: int, handler_kind: str, profile: str | None = None, ws: str = "w
 
     @get("/bench/stats", sync_to_thread=False)
     def stats() -> dict[str, Any]:
-        return {**probe.stats(), "live_sessions": len(stream.hub), "handler": label, "pid": os.getpid()}
+        engine = vad_engine()
+        return {**probe.stats(), "live_sessions": len(stream.hub), "handler": label, "pid": os.getpid(),
+                "vad_batches": engine.batches if engine else 0, "vad_windows": engine.windows if engine else 0}
 
     @post("/bench/reset", sync_to_thread=False, status_code=200)
     def reset() -> dict[str, Any]:
         probe.samples.clear()
         probe.gc_pauses.clear()
         return {}
+
+    def vad_engine() -> Any:
+        try:
+            from flowrtc.models.vad_engine import get_vad_engine
+
+            return get_vad_engine()
+        except Exception:  # no VAD model in this install (the energy or sink handler)
+            return None
 
     def start_probe() -> None:
         tasks.append(asyncio.get_running_loop().create_task(probe.run()))
@@ -209,18 +224,45 @@ def serve(port: int, handler_kind: str, profile: str | None = None, ws: str = "w
 
 
 # ------------------------------------------------------------------------------- client
-def load_turn(rate: int) -> tuple[list[bytes], int, int]:
-    """One turn as 20 ms µ-law frames, and the indexes of its first and last frames with speech."""
+class Turn(NamedTuple):
+    """One turn of the script: speech then ``GAP_S`` of silence, as 20 ms µ-law frames."""
+
+    frames: list[bytes]
+    first_speech: int  # index of the first frame with speech
+    end_s: float  # end of the speech, seconds from the turn's first sample
+
+
+def load_turns(rate: int, speech: str = "hello") -> list[Turn]:
+    """The turns a session says, at ``rate``.
+
+    ``hello``: Asterisk "hello world"; its speech ends with the last 20 ms frame louder
+    than ``SPEECH_RMS`` (the figure of earlier runs). ``sentences``: the nine sentences
+    ``bench_turns`` tuned the defaults on; ``heldout``: three prompts from each of the six
+    voices of ``bench_heldout`` (none of which the defaults were chosen on; fetched once
+    from Debian's mirror). For these two, speech ends where ``bench_heldout``'s energy
+    ground truth says (the last 10 ms louder than 35 dB under the prompt's peak), which
+    does not depend on the VAD being measured.
+    """
     from flowrtc.media import AudioChunk
     from flowrtc.testing import load_audio
 
-    clip = load_audio(CLIP, sample_rate=rate)
-    turn = AudioChunk.concat([clip, AudioChunk(np.zeros((1, int(GAP_S * rate)), np.int16), rate)])
     size = rate // 50
-    samples = turn.samples[0]
-    loud = [i for i in range(len(samples) // size) if np.sqrt(np.mean(samples[i * size : (i + 1) * size].astype(np.float64) ** 2)) > SPEECH_RMS]
-    codes = turn.to_mulaw()
-    return [codes[i * size : (i + 1) * size] for i in range(len(samples) // size)], loud[0], loud[-1]
+    gap = AudioChunk(np.zeros((1, int(GAP_S * rate)), np.int16), rate)
+
+    def frames_of(audio: AudioChunk) -> list[bytes]:
+        codes = AudioChunk.concat([audio, gap]).to_mulaw()
+        return [codes[i * size : (i + 1) * size] for i in range(len(codes) // size)]
+
+    if speech == "hello":
+        clip = load_audio(CLIP, sample_rate=rate)
+        samples = clip.samples[0]
+        loud = [i for i in range(len(samples) // size) if np.sqrt(np.mean(samples[i * size : (i + 1) * size].astype(np.float64) ** 2)) > SPEECH_RMS]
+        return [Turn(frames_of(clip), loud[0], (loud[-1] + 1) * FRAME_S)]
+    from bench_heldout import VOICES, heldout_cache, prompts, tuning_prompts
+    from bench_turns import at_rate
+
+    said = tuning_prompts() if speech == "sentences" else [p for voice in VOICES for p in prompts(heldout_cache(), voice, 3)[0]]
+    return [Turn(frames_of(at_rate(p.audio, rate)), int(p.start_s / FRAME_S), p.end_s) for p in said]
 
 
 def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
@@ -253,6 +295,8 @@ class Conn(asyncio.Protocol):
         self.errors: list[str] = []
         self.sent: list[float] = []
         self.sequence = 1
+        # µ-law bytes in 20 ms of reply: Twilio's 8 kHz, or ReplyOnPause's default 24 kHz output
+        self.out_frame_bytes = (8000 if protocol == "twilio" else 24000) // 50
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -303,7 +347,10 @@ class Conn(asyncio.Protocol):
 
     def on_text(self, payload: bytes, now: float) -> None:
         if payload.startswith(b'{"event":"media"'):
-            self.arrivals.append(now)
+            # A message may carry several 20 ms frames: each counts as arriving now.
+            start = payload.index(b'"payload":"') + 11
+            size = (payload.index(b'"', start) - start) * 3 // 4 - payload.count(b"=", start)
+            self.arrivals.extend([now] * max(1, round(size / self.out_frame_bytes)))
         elif payload.startswith(b'{"event":"mark"'):
             name = json.loads(payload)["mark"]["name"]
             self.send_json({"event": "mark", "sequenceNumber": self.next_seq(), "streamSid": self.sid, "mark": {"name": name}})
@@ -352,15 +399,13 @@ class Conn(asyncio.Protocol):
             self.send_json({"event": "stop"})
 
 
-async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s: float) -> dict[str, Any]:
+async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s: float, speech: str = "hello") -> dict[str, Any]:
     import heapq
 
     loop = asyncio.get_running_loop()
     rate, path = (8000, "/telephone/handler") if protocol == "twilio" else (16000, "/websocket/offer")
-    frames, first_loud, last_loud = load_turn(rate)
-    payloads = [base64.b64encode(f).decode() for f in frames]
-    per_turn = len(frames)
-    total = per_turn * turns
+    script = load_turns(rate, speech)
+    payloads = [[base64.b64encode(f).decode() for f in turn.frames] for turn in script]
     conns: list[Conn] = []
 
     async def open_one(index: int) -> None:
@@ -371,6 +416,11 @@ async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s
 
     for batch in range(0, sessions, 50):
         await asyncio.gather(*(open_one(i) for i in range(batch, min(sessions, batch + 50))))
+    # Session i says turns i, i+1, ... of the script (so every turn is said as often),
+    # each turn starting at frame ``starts[i][j]`` of its stream.
+    plans = [[(i + j) % len(script) for j in range(turns)] for i in range(len(conns))]
+    starts = [[sum(len(script[t].frames) for t in plan[:j]) for j in range(turns + 1)] for plan in plans]
+    streams = [[p for t in plan for p in payloads[t]] for plan in plans]
     t0 = loop.time() + 0.2
     schedule = [(t0 + random.uniform(0, ramp_s), i, 0) for i in range(len(conns))]
     heapq.heapify(schedule)
@@ -386,9 +436,9 @@ async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s
             due, i, k = heapq.heappop(schedule)
             conn = conns[i]
             send_lag.append(now - due)
-            conn.media(k, payloads[k % per_turn])
+            conn.media(k, streams[i][k])
             conn.sent.append(now)
-            if k + 1 < total:
+            if k + 1 < len(streams[i]):
                 heapq.heappush(schedule, (due + FRAME_S, i, k + 1))
     await asyncio.sleep(0.5)
     for conn in conns:
@@ -399,20 +449,25 @@ async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s
             conn.transport.close()
 
     latencies, lags, answered = [], [], 0
-    for conn in conns:
+    for conn, plan, start in zip(conns, plans, starts):
         arrivals = conn.arrivals
-        for turn in range(turns):
-            eos = conn.sent[turn * per_turn + last_loud]
-            next_start = conn.sent[(turn + 1) * per_turn + first_loud] if turn + 1 < turns else float("inf")
-            reply = [t for t in arrivals if eos <= t < next_start]
+        for j, t in enumerate(plan):
+            turn = script[t]
+            # A frame is sent once its 20 ms have passed (as a microphone delivers it), so
+            # media time e of the turn is wall time sent[f] - ((f + 1)·20 ms - e) for the frame f holding e.
+            f = max(0, int(np.ceil(turn.end_s / FRAME_S - 1e-9)) - 1)
+            eos = conn.sent[start[j] + f] - ((f + 1) * FRAME_S - turn.end_s)
+            next_start = conn.sent[start[j + 1] + script[plan[j + 1]].first_speech] if j + 1 < turns else float("inf")
+            reply = [a for a in arrivals if eos <= a < next_start]
             if not reply:
                 continue
             answered += 1
             latencies.append(reply[0] - eos)
-            lags.extend(max(0.0, t - (reply[0] + max(0.0, k * FRAME_S - SERVER_MIN_LEAD_S))) for k, t in enumerate(reply))
+            lags.extend(max(0.0, a - (reply[0] + max(0.0, k * FRAME_S - SERVER_MIN_LEAD_S))) for k, a in enumerate(reply))
     lags.sort()
     return {
         "protocol": protocol,
+        "speech": speech,
         "sessions": len(conns),
         "turns": len(conns) * turns,
         "answered": answered,
@@ -428,23 +483,26 @@ async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s
 
 
 # ------------------------------------------------------------------------------- driver
-def graph_decision_s(handler_kind: str, protocol: str) -> float:
+def graph_decision_s(handler_kind: str, protocol: str, speech: str = "hello") -> float:
     """End of speech → first reply audio in the handler's graph alone, in media time (no transport).
 
-    The same turn is run through the graph with ``flowrtc.testing.run``; what the
-    wall-clock figure adds to this is the transport's share.
+    Each turn of the script is run through the graph with ``flowrtc.testing.run``
+    (median over the turns); what the wall-clock figure adds to this is the transport's share.
     """
     from flowrtc.media import AudioChunk
     from flowrtc.testing import run
 
     rate = 8000 if protocol == "twilio" else 16000
-    frames, _, last_loud = load_turn(rate)
-    turn = AudioChunk.from_mulaw(b"".join(frames), rate)
-    handler, _ = make_handler(handler_kind)
-    graph = handler if not hasattr(handler, "graph") or not callable(handler.graph) else handler.graph()
-    recording = run(graph, audio=turn)
-    first = next(item for item in recording.items if isinstance(item, AudioChunk))
-    return first.pts / first.sample_rate - (last_loud + 1) * FRAME_S
+    decisions = []
+    for turn in load_turns(rate, speech):
+        audio = AudioChunk.from_mulaw(b"".join(turn.frames), rate)
+        handler, _ = make_handler(handler_kind)
+        graph = handler if not hasattr(handler, "graph") or not callable(handler.graph) else handler.graph()
+        recording = run(graph, audio=audio)
+        first = next((item for item in recording.items if isinstance(item, AudioChunk)), None)
+        if first is not None:  # the sink handler never replies
+            decisions.append(first.pts / first.sample_rate - turn.end_s)
+    return statistics.median(decisions) if decisions else float("nan")
 
 
 def http_json(port: int, path: str, method: str = "GET") -> dict[str, Any]:
@@ -480,7 +538,7 @@ def start_server(port: int, handler: str) -> subprocess.Popen[bytes]:
 def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for protocol in args.protocol.split(","):
-        decision_s = graph_decision_s(args.handler, protocol)
+        decision_s = graph_decision_s(args.handler, protocol, args.speech)
         port = args.port
         server = start_server(port, args.handler)
         try:
@@ -490,7 +548,7 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
                 children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 client = subprocess.run(
                     [sys.executable, __file__, "client", "--port", str(port), "--protocol", protocol,
-                     "--sessions", str(sessions), "--turns", str(args.turns), "--ramp", str(args.ramp)],
+                     "--sessions", str(sessions), "--turns", str(args.turns), "--ramp", str(args.ramp), "--speech", args.speech],
                     capture_output=True, text=True, check=True,
                 )
                 cpu1, wait1 = cpu_seconds(server.pid)
@@ -544,19 +602,22 @@ def main() -> None:
     p_client.add_argument("--sessions", type=int, default=100)
     p_client.add_argument("--turns", type=int, default=3)
     p_client.add_argument("--ramp", type=float, default=2.0)
+    p_client.add_argument("--speech", default="hello", choices=["hello", "sentences", "heldout"])
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--handler", default="auto", choices=["auto", "reply_on_pause", "energy", "sink"])
     parser.add_argument("--protocol", default="fastrtc,twilio")
     parser.add_argument("--sessions", default="100,200,300")
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which sessions start talking")
+    parser.add_argument("--speech", default="hello", choices=["hello", "sentences", "heldout"],
+                        help="what each session says: 'hello world' every turn, the nine tuning sentences, or held-out voices (bench_heldout)")
     args = parser.parse_args()
     if args.command == "serve":
         serve(args.port, args.handler, args.profile, args.ws)
     elif args.command == "client":
         import uvloop
 
-        print(json.dumps(uvloop.run(run_client(args.port, args.protocol, args.sessions, args.turns, args.ramp))))
+        print(json.dumps(uvloop.run(run_client(args.port, args.protocol, args.sessions, args.turns, args.ramp, args.speech))))
     else:
         rows = sweep(args)
         print(f"handler: {http_handler_label(rows)}")

@@ -1,0 +1,251 @@
+"""Turn-taking on speech the defaults were not chosen on: five more voices, four languages.
+
+Run: ``python benchmarks/bench_heldout.py [--per-voice 60] [--rates 8000,16000] [--cache DIR]``
+
+The defaults of ``ReplyOnPause`` (pause 448 ms, 160 ms of speech to start a turn) were
+chosen on three recordings of one speaker (tests/media). This benchmark measures the
+same things on prompts none of that tuning saw, from Debian's Asterisk sound packages
+(CC-BY-SA-3.0 / GPL, fetched once with ``apt-get download`` into ``--cache``; nothing
+else is downloaded):
+
+=========================== ======================================
+voice                        package
+=========================== ======================================
+en_US Allison (other prompts) asterisk-core-sounds-en-wav
+es_MX Allison (Spanish)       asterisk-core-sounds-es-wav
+fr_CA June                    asterisk-core-sounds-fr-wav
+it_IT Carlo (male)            asterisk-core-sounds-it-wav
+it_IT Menardi                 asterisk-prompt-it-menardi-wav
+ru_RU (IVR voice)             asterisk-core-sounds-ru-wav
+music on hold (no speech)     asterisk-moh-opsound-wav
+=========================== ======================================
+
+Ground truth comes from **energy**, not from the VAD under test: 10 ms frames of the
+8 kHz prompt; speech is a frame louder than both 35 dB under the prompt's loudest frame
+and 10 dB over its noise floor (5th percentile); prompts without a clean floor
+(5th percentile over -45 dBFS) are left out and counted. Each voice's prompts
+(0.6-8 s long, every k-th in name order, tuning clips and tones excluded) are played one after
+another with 1.5 s of silence between them, through ``ReplyOnPause`` at its defaults,
+in media time (deterministic):
+
+* **turn latency**: first reply after the prompt's last speech frame - the end of that frame;
+* **missed**: prompts with no reply after their speech ended;
+* **split**: replies while the prompt was still speaking, by the prompt's longest inner
+  pause (a pause of 0.45 s or more is a turn by design; shorter ones should not split);
+* **barge-in**: a 6 s reply plays, then the prompt: ``Interrupt`` - the prompt's first
+  speech frame; prompts that never interrupted are counted;
+* **music**: replies per minute of music on hold.
+
+The nine tuning sentences are measured the same way (energy ground truth) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_turns import MEDIA, at_rate, join, long_reply, reply_times, sentences, silence  # noqa: E402
+from flowrtc.events import Interrupt, ReplyStarted  # noqa: E402
+from flowrtc.media import AudioChunk  # noqa: E402
+from flowrtc.testing import load_audio  # noqa: E402
+
+RATE = 8000
+FRAME = 80  # 10 ms at 8 kHz
+GAP_S = 1.5
+VOICES = {
+    "en_US Allison": ("asterisk-core-sounds-en-wav", "en_US_f_Allison"),
+    "es_MX Allison": ("asterisk-core-sounds-es-wav", "es_MX_f_Allison"),
+    "fr_CA June": ("asterisk-core-sounds-fr-wav", "fr_CA_f_June"),
+    "it_IT Carlo": ("asterisk-core-sounds-it-wav", "it_IT_m_Carlo"),
+    "it_IT Menardi": ("asterisk-prompt-it-menardi-wav", "it_IT_f_Menardi"),
+    "ru_RU": ("asterisk-core-sounds-ru-wav", "ru_RU_f_IvrvoiceRU"),
+}
+MUSIC = "asterisk-moh-opsound-wav"
+TUNING_CLIPS = {"hello-world.wav", "demo-thanks.wav", "basic-pbx-ivr-main.wav"}
+#: prompts that are tones, not speech (no reply is the right answer)
+NOT_SPEECH = {"beep.wav", "beeperr.wav", "confbridge-join.wav", "confbridge-leave.wav"}
+
+
+@dataclass
+class Prompt:
+    name: str
+    audio: AudioChunk  # 8 kHz mono
+    start_s: float  # first speech frame
+    end_s: float  # end of the last speech frame
+    longest_pause_s: float  # longest run of non-speech frames inside the speech
+
+
+def heldout_cache() -> Path:
+    """Where the packages are unpacked: ``$FLOWRTC_HELDOUT`` or ``~/.cache/flowrtc-heldout``."""
+    return Path(os.environ.get("FLOWRTC_HELDOUT", str(Path.home() / ".cache" / "flowrtc-heldout")))
+
+
+def fetch(cache: Path, package: str) -> Path:
+    """The unpacked package under ``cache`` (downloaded from the apt mirror on first use)."""
+    root = cache / package
+    if root.is_dir():
+        return root
+    cache.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "download", package], cwd=cache, check=True, capture_output=True)
+    deb = next(cache.glob(f"{package}_*.deb"))
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    deb.unlink()
+    return root
+
+
+def speech_bounds(samples: np.ndarray) -> tuple[float, float, float] | None:
+    """(start, end, longest inner pause) in seconds from energy, or None without a clean floor."""
+    n = len(samples) // FRAME
+    frames = samples[: n * FRAME].astype(np.float64).reshape(n, FRAME)
+    level = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) / 32768 + 1e-9)
+    floor = float(np.percentile(level, 5))
+    if floor > -45:
+        return None
+    loud = np.flatnonzero(level > max(level.max() - 35, floor + 10))
+    if len(loud) == 0:
+        return None
+    gaps = np.diff(loud) - 1
+    return loud[0] * FRAME / RATE, (loud[-1] + 1) * FRAME / RATE, float(gaps.max(initial=0)) * FRAME / RATE
+
+
+def duration_s(path: Path) -> float:
+    with wave.open(str(path)) as file:
+        return file.getnframes() / file.getframerate()
+
+
+def prompts(cache: Path, voice: str, count: int) -> tuple[list[Prompt], int]:
+    package, folder = VOICES[voice]
+    files = sorted((fetch(cache, package) / "usr/share/asterisk/sounds" / folder).glob("*.wav"))
+    chosen, unclean = [], 0
+    usable = [f for f in files if f.name not in TUNING_CLIPS | NOT_SPEECH and 0.6 <= duration_s(f) <= 8.0]
+    step = max(1, len(usable) // count)
+    for file in usable[::step][:count]:
+        audio = load_audio(file, sample_rate=RATE)
+        bounds = speech_bounds(audio.samples[0])
+        if bounds is None:
+            unclean += 1
+            continue
+        chosen.append(Prompt(file.stem, audio.with_pts(0), *bounds))
+    return chosen, unclean
+
+
+def tuning_prompts() -> list[Prompt]:
+    out = []
+    for s in sentences():
+        bounds = speech_bounds(s.audio.samples[0])
+        assert bounds is not None
+        out.append(Prompt(s.name, s.audio, *bounds))
+    return out
+
+
+async def turns(said: list[Prompt], rate: int) -> dict[str, Any]:
+    parts, offsets = [], []
+    t = 0.0
+    for p in said:
+        offsets.append(t)
+        parts += [p.audio, silence(GAP_S)]
+        t += p.audio.duration_s + GAP_S
+    recording = await reply_times(at_rate(join(parts), rate))
+    replies = recording.times(ReplyStarted)
+    latencies, missed, splits = [], [], {"< 0.30 s": [0, 0], "0.30-0.45 s": [0, 0], ">= 0.45 s": [0, 0]}
+    for i, (p, t0) in enumerate(zip(said, offsets)):
+        begin, end = t0 + p.start_s, t0 + p.end_s
+        until = offsets[i + 1] + said[i + 1].start_s if i + 1 < len(said) else float("inf")
+        during = [r for r in replies if begin <= r < end]
+        after = [r for r in replies if end <= r < until]
+        bucket = "< 0.30 s" if p.longest_pause_s < 0.30 else "0.30-0.45 s" if p.longest_pause_s < 0.45 else ">= 0.45 s"
+        splits[bucket][0] += 1
+        splits[bucket][1] += bool(during)
+        if after:
+            latencies.append(after[0] - end)
+        else:
+            missed.append(p.name)
+    return {"latencies": latencies, "missed": missed, "splits": splits}
+
+
+async def bargein(said: list[Prompt], rate: int) -> tuple[list[float], list[str]]:
+    hello = load_audio(MEDIA / "asterisk_hello-world_8k.wav")
+    lead = join([hello, silence(1.6)])  # the 6 s reply starts ~1.85 s in
+    latencies, missed = [], []
+    for p in said:
+        recording = await reply_times(at_rate(join([lead, p.audio, silence(1.0)]), rate), long_reply)
+        cuts = recording.times(Interrupt)
+        if cuts:
+            latencies.append(cuts[0] - (lead.duration_s + p.start_s))
+        else:
+            missed.append(p.name)
+    return latencies, missed
+
+
+async def music(cache: Path, seconds: float = 60.0) -> tuple[int, float]:
+    tracks = sorted((fetch(cache, MUSIC) / "usr/share/asterisk/moh").glob("*.wav"))
+    replies, total = 0, 0.0
+    for track in tracks:
+        audio = load_audio(track, sample_rate=RATE)
+        audio = audio.slice(0, min(audio.n_samples, round(seconds * RATE))).with_pts(0)
+        replies += len((await reply_times(audio)).times(ReplyStarted))
+        total += audio.duration_s
+    return replies, total
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-voice", type=int, default=60, help="prompts per voice")
+    parser.add_argument("--bargein-per-voice", type=int, default=20, help="prompts per voice for the barge-in runs")
+    parser.add_argument("--rates", default="8000,16000")
+    parser.add_argument("--cache", default=str(heldout_cache()), help="where the sound packages are unpacked (default $FLOWRTC_HELDOUT or ~/.cache/flowrtc-heldout)")
+    args = parser.parse_args()
+    cache = Path(args.cache)
+    rates = [int(r) for r in args.rates.split(",")]
+    voices: dict[str, tuple[list[Prompt], int]] = {"tuning sentences (reference)": (tuning_prompts(), 0)}
+    for voice in VOICES:
+        voices[voice] = prompts(cache, voice, args.per_voice)
+
+    print("| voice | rate | prompts (left out) | turn latency median / p90 / max (s) | missed | split, inner pause < 0.30 s | 0.30-0.45 s | >= 0.45 s | barge-in median / max (s) | no barge-in |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    every: dict[int, list[float]] = {rate: [] for rate in rates}
+    every_cut: dict[int, list[float]] = {rate: [] for rate in rates}
+    for voice, (said, unclean) in voices.items():
+        for rate in rates:
+            result = anyio.run(turns, said, rate)
+            cuts, no_cut = anyio.run(bargein, said[:: max(1, len(said) // args.bargein_per_voice)][: args.bargein_per_voice], rate)
+            lat = result["latencies"]
+            if not voice.startswith("tuning"):
+                every[rate] += lat
+                every_cut[rate] += cuts
+            s = result["splits"]
+            print(
+                f"| {voice} | {rate // 1000} kHz | {len(said)} ({unclean}) | {pct(lat, 50):.3f} / {pct(lat, 90):.3f} / {max(lat, default=float('nan')):.3f} | "
+                f"{len(result['missed'])} | {s['< 0.30 s'][1]}/{s['< 0.30 s'][0]} | {s['0.30-0.45 s'][1]}/{s['0.30-0.45 s'][0]} | {s['>= 0.45 s'][1]}/{s['>= 0.45 s'][0]} | "
+                f"{pct(cuts, 50):.3f} / {max(cuts, default=float('nan')):.3f} | {len(no_cut)}/{len(cuts) + len(no_cut)} |",
+                flush=True,
+            )
+            if result["missed"] or no_cut:
+                print(f"<!-- {voice} @{rate}: missed {result['missed']}, no barge-in {no_cut} -->", flush=True)
+    for rate in rates:
+        print(f"\nall held-out voices @{rate // 1000} kHz: turn latency median {pct(every[rate], 50):.3f} s, p90 {pct(every[rate], 90):.3f} s "
+              f"over {len(every[rate])} turns; barge-in median {pct(every_cut[rate], 50):.3f} s, p90 {pct(every_cut[rate], 90):.3f} s over {len(every_cut[rate])}")
+    replies, seconds = anyio.run(music, cache)
+    print(f"music on hold: {replies} replies in {seconds:.0f} s ({60 * replies / seconds:.1f} per minute)")
+
+
+if __name__ == "__main__":
+    main()
