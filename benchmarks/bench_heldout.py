@@ -1,4 +1,4 @@
-"""Turn-taking on speech the defaults were not chosen on: five more voices, four languages.
+"""Turn-taking on speech the defaults were not chosen on: four more speakers, four more languages.
 
 Run: ``python benchmarks/bench_heldout.py [--per-voice 60] [--rates 8000,16000] [--cache DIR]``
 

@@ -7,8 +7,8 @@ serves a ``ReplyOnPause`` echo handler (``fn`` yields the user's audio back) —
 if ReplyOnPause is not installed, an energy-gated echo graph (the table says which).
 One separate **client process** plays N sessions at once: each sends recorded speech
 (``--speech hello``: Asterisk "hello world", 1.4 s; ``sentences``: the nine sentences the
-turn-taking defaults were tuned on; ``heldout``: prompts in five other voices and four
-languages from ``bench_heldout``; each turn followed by 2.5 s of silence, ``--turns`` times) as 20 ms
+turn-taking defaults were tuned on; ``heldout``: prompts the defaults never saw, by four
+more speakers and in four more languages, from ``bench_heldout``; each turn followed by 2.5 s of silence, ``--turns`` times) as 20 ms
 µ-law messages in real time, speaking FastRTC's WebSocket protocol (16 kHz) or
 Twilio's Media Streams protocol (8 kHz, marks echoed), and timestamps every reply
 frame. The client is a minimal asyncio WebSocket client (precomputed frames, one

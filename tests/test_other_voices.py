@@ -3,7 +3,7 @@
 The defaults (448 ms pause, 160 ms of speech to start a turn) were tuned on one speaker;
 these prompts come from other speakers and languages (tests/media/LICENSE.md), with speech
 bounds from energy, not from the VAD. All times are media time, so every run gives the same
-result. ``benchmarks/bench_heldout.py`` measures the same over 528 prompts in six voices.
+result. ``benchmarks/bench_heldout.py`` measures the same over 528 prompts in six held-out sets.
 """
 
 from __future__ import annotations
