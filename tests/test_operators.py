@@ -636,3 +636,38 @@ async def test_decode_catches_up_by_joining_audio_already_queued() -> None:
     channel.close_send()
     assert [c.n_samples for c in await collect(decode()(channel))] == [160] * 10
     assert [c.n_samples for c in await collect(decode(catch_up_ms=100)(source(frames[:10])))] == [160] * 10
+
+
+async def test_encode_catches_up_on_queued_reply_audio_and_converts_it_the_same() -> None:
+    """``encode(catch_up_ms=)``: audio queued in a channel is joined before conversion; the output does not change."""
+    from flowrtc.channel import Channel
+
+    reply = AudioChunk((np.sin(np.arange(24000) / 7) * 9000).astype(np.int16)[None, :], 24000)  # 1 s at 24 kHz
+    frames = list(audio_frames(reply))  # 50 x 20 ms, as a graph's encode emits them
+
+    def queued() -> Channel:
+        channel = Channel(100)
+        for frame in frames[:30]:
+            channel.put_nowait(frame)
+        channel.put_nowait(Interrupt(media_time_s=0.6))
+        for frame in frames[35:]:  # after the cut: a gap, then contiguous again
+            channel.put_nowait(frame)
+        channel.close_send()
+        return channel
+
+    plain = await collect(encode(frame_ms=None, catch_up_ms=200)(queued()))
+    assert [item.n_samples if isinstance(item, AudioChunk) else "interrupt" for item in plain] == [4800, 4800, 4800, "interrupt", 4800, 2400]
+    caught_up = await collect(encode(sample_rate=8000, frame_ms=20, catch_up_ms=200)(queued()))
+    frame_by_frame = await collect(encode(sample_rate=8000, frame_ms=20)(queued()))
+    assert [type(item) for item in caught_up] == [type(item) for item in frame_by_frame]
+    assert [(c.pts, c.n_samples) for c in caught_up if isinstance(c, AudioChunk)] == [
+        (c.pts, c.n_samples) for c in frame_by_frame if isinstance(c, AudioChunk)
+    ]
+    np.testing.assert_allclose(
+        joined([c for c in caught_up if isinstance(c, AudioChunk)]).astype(float),
+        joined([c for c in frame_by_frame if isinstance(c, AudioChunk)]).astype(float),
+        atol=2,
+    )
+    # Off by default, and never for a plain iterator.
+    assert len(await collect(encode(frame_ms=None)(queued()))) == 46
+    assert len(await collect(encode(frame_ms=None, catch_up_ms=200)(source(frames)))) == 50

@@ -494,6 +494,38 @@ def test_stereo_input_only_when_the_offer_says_so() -> None:
     assert not declares_stereo("a=rtpmap:0 PCMU/8000\r\na=fmtp:0 sprop-stereo=1\r\n")
 
 
+def test_stereo_output_only_when_the_offer_asks_for_it() -> None:
+    from flowrtc.adapters.webrtc_signalling import prefers_stereo
+
+    browser = "m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
+    assert not prefers_stereo(browser)
+    assert not prefers_stereo(browser.replace("useinbandfec=1", "useinbandfec=1;sprop-stereo=1"))  # how it sends, not what it wants
+    assert prefers_stereo(browser.replace("useinbandfec=1", "useinbandfec=1;stereo=1"))
+
+
+async def test_mono_output_is_coded_as_mono_opus_and_stereo_as_stereo() -> None:
+    """RFC 6716 §3.1: bit 2 of an Opus packet's first byte says whether it is stereo."""
+    import av
+
+    from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack
+
+    speech = load_clip(HELLO).slice(2000, 6000)  # 0.5 s of speech at 8 kHz
+    for mono in (True, False):
+        track = AudioOutputTrack(queue_frames=30)
+        track.encode_opus(mono=mono)
+        encoder = AudioFrameEncoder(mono=track.mono)
+        frames = encoder.push(speech) + encoder.flush()
+        assert {frame.layout.name for frame in frames} == {"mono" if mono else "stereo"}
+        assert {frame.samples for frame in frames} == {960}
+        for frame in frames:
+            assert await track.put(frame)
+        packets = [await track.recv() for _ in range(len(frames))]
+        track.stop()
+        assert all(isinstance(packet, av.Packet) for packet in packets)
+        stereo_bits = {bytes(packet)[0] & 0x04 for packet in packets[2:]}  # past the encoder's look-ahead
+        assert stereo_bits == ({0} if mono else {0x04})
+
+
 def test_decode_audio_on_loop_leaves_a_started_or_video_receiver_alone() -> None:
     class Receiver:
         _RTCRtpReceiver__decoder_queue = None

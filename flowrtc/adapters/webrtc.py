@@ -9,9 +9,10 @@ The adapter only converts. Each peer connection is one
   per track keeps aiortc's (unbounded) queue empty and hands frames on through
   a bounded buffer that drops the oldest frame when the graph falls more than
   ``input_buffer_frames`` behind.
-* output: AudioChunks → 20 ms 48 kHz stereo frames → :class:`AudioOutputTrack`
-  (bounded, paced by wall clock, Opus-encoded by the track when Opus was
-  negotiated, silent while idle); VideoFrames → :class:`VideoOutputTrack`
+* output: AudioChunks (what is queued joined, ``encode(catch_up_ms=)``) → 20 ms
+  48 kHz frames → :class:`AudioOutputTrack` (bounded, paced by wall clock,
+  Opus-encoded by the track when Opus was negotiated, mono unless the offer asks
+  for ``stereo=1``, silent while idle); VideoFrames → :class:`VideoOutputTrack`
   (latest wins); ``Interrupt`` flushes unplayed audio; events become
   FastRTC's data-channel messages (``adapters.messages.to_wire``).
 * lifecycle: the session ends when the connection fails or closes, when the
@@ -36,8 +37,9 @@ from anyio.abc import TaskGroup, TaskStatus
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from flowrtc.adapters import OUTPUT_CATCH_UP_MS
 from flowrtc.adapters.messages import encode_message, to_wire
-from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, first_audio_codec, offered_kinds, parse_candidate
+from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, first_audio_codec, offered_kinds, parse_candidate, prefers_stereo
 from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame, decode_audio_on_loop
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Error, Interrupt
@@ -45,6 +47,7 @@ from flowrtc.hub import ConcurrencyLimitReached, ConnectionExists
 from flowrtc.ice import aiortc_configuration
 from flowrtc.limits import RateLimiter
 from flowrtc.media import AudioChunk, VideoFrame
+from flowrtc.operators.codec import encode
 
 __all__ = ["WebRTCOptions", "WebRTCTransport", "SignallingError", "webrtc_transport"]
 
@@ -331,7 +334,7 @@ class WebRTCTransport:
                     pc.addTrack(peer.video_out)
         await pc.setLocalDescription(await pc.createAnswer())
         if peer.audio_out is not None and first_audio_codec(pc.localDescription.sdp) == "audio/opus":
-            peer.audio_out.encode_opus()
+            peer.audio_out.encode_opus(mono=not prefers_stereo(sdp))
         peer.described.set()
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
 
@@ -443,10 +446,12 @@ class WebRTCTransport:
                         return
 
     async def _pump_output(self, peer: Peer, session: Any) -> None:
-        encoder = AudioFrameEncoder()
         audio, video = peer.audio_out, peer.video_out
+        encoder = AudioFrameEncoder(mono=audio is not None and audio.mono)
         closing = False
-        async for item in session:
+        # Reply audio already queued comes joined (up to OUTPUT_CATCH_UP_MS), so it is
+        # resampled to 48 kHz in a few calls rather than one per 20 ms frame.
+        async for item in encode(session, frame_ms=None, catch_up_ms=OUTPUT_CATCH_UP_MS):
             if isinstance(item, AudioChunk):
                 if audio is not None:
                     for frame in encoder.push(item):

@@ -7,7 +7,7 @@ from typing import Any
 from aiortc import RTCIceCandidate
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-__all__ = ["SignallingError", "declares_stereo", "first_audio_codec", "offered_kinds", "parse_candidate"]
+__all__ = ["SignallingError", "declares_stereo", "first_audio_codec", "offered_kinds", "parse_candidate", "prefers_stereo"]
 
 
 class SignallingError(Exception):
@@ -47,13 +47,24 @@ def declares_stereo(sdp: str) -> bool:
 
     Browsers send mono unless told otherwise; aiortc decodes Opus to two channels anyway.
     """
+    return "1" in _opus_parameter(sdp, "sprop-stereo")
+
+
+def prefers_stereo(sdp: str) -> bool:
+    """Whether the offerer asks to receive stereo Opus (``stereo=1``, RFC 7587; mono otherwise)."""
+    return "1" in _opus_parameter(sdp, "stereo")
+
+
+def _opus_parameter(sdp: str, name: str) -> set[str]:
+    """The values an Opus format parameter has in ``sdp`` (one per Opus payload type that sets it)."""
     opus = {line.split()[0].split(":")[1] for line in sdp.splitlines() if line.startswith("a=rtpmap:") and "opus/" in line.lower()}
+    values = set()
     for line in sdp.splitlines():
         if line.startswith("a=fmtp:") and line.split()[0].split(":")[1] in opus:
             parameters = {part.strip().split("=")[0]: part.strip().partition("=")[2] for part in line.split(" ", 1)[-1].split(";")}
-            if parameters.get("sprop-stereo") == "1":
-                return True
-    return False
+            if name in parameters:
+                values.add(parameters[name])
+    return values
 
 
 def parse_candidate(candidate: dict[str, Any] | None) -> RTCIceCandidate | None:

@@ -34,6 +34,7 @@ from flowrtc.g711 import pcm16_to_mulaw
 from flowrtc.hub import ConcurrencyLimitReached, ConnectionExists
 from flowrtc.limits import CLOSE_CODES, CloseCode, ConnectionSlots, Limits, RateLimiter, WireError, error_message
 from flowrtc.media import AudioChunk
+from flowrtc.adapters import OUTPUT_CATCH_UP_MS
 from flowrtc.adapters.messages import encode_message, to_wire
 from flowrtc.operators.codec import encode
 from flowrtc.operators.core import scoped
@@ -352,7 +353,7 @@ class MediaSocket(ABC):
         return self.input_pts / self.input_rate
 
     async def _pump_output(self, session: Session) -> None:
-        frames = encode(session, sample_rate=self.output_rate, layout="mono", frame_ms=AUDIO_FRAME_MS)
+        frames = encode(session, sample_rate=self.output_rate, layout="mono", frame_ms=AUDIO_FRAME_MS, catch_up_ms=OUTPUT_CATCH_UP_MS)
         async with scoped(frames) as items:
             async for item in items:
                 if isinstance(item, AudioChunk):

@@ -49,6 +49,12 @@ def _join_queued(chunk: AudioChunk, queue: Channel, limit_ms: float) -> AudioChu
     return chunk if len(pieces) == 1 else AudioChunk.concat(pieces, pts=chunk.pts)
 
 
+async def _catching_up(queue: Channel, limit_ms: float) -> AsyncIterator[Any]:
+    """The items of ``queue``, with the audio queued behind each AudioChunk joined to it."""
+    async for item in queue:
+        yield _join_queued(item, queue, limit_ms) if type(item) is AudioChunk and queue.queued else item
+
+
 @operator
 async def decode(
     source: AsyncIterable[Any],
@@ -127,6 +133,7 @@ async def encode(
     frame_ms: float | None = 20.0,
     to: EncodeTarget = "chunk",
     dtype: Any = None,
+    catch_up_ms: float = 0.0,
 ) -> AsyncIterator[Any]:
     """Convert AudioChunks to the rate, layout, frame size and form a transport sends.
 
@@ -137,6 +144,13 @@ async def encode(
         to: ``"chunk"`` (AudioChunk), ``"av"`` (``av.AudioFrame``), ``"pcm"``
             (s16le bytes), ``"mulaw"`` (G.711 bytes) or ``"tuple"`` (``(rate, ndarray)``).
         dtype: ``numpy.int16`` or ``numpy.float32`` for chunk/tuple/av output.
+        catch_up_ms: when ``encode`` reads a channel (or a session, whose output
+            is one, as transports do) and AudioChunks are already queued behind this one (same
+            format, contiguous), join them into one chunk of up to this many ms before
+            converting, so a reply made faster than it plays is resampled in a few
+            calls instead of one per frame. Only what has already arrived is joined,
+            never past an event: nothing waits and nothing is reordered. ``0`` (default)
+            converts every chunk as it comes.
 
     An :class:`~flowrtc.events.Interrupt` drops buffered, unplayed samples and passes on,
     so the transport after it can flush its own queue.
@@ -144,6 +158,10 @@ async def encode(
     if to not in ("chunk", "av", "pcm", "mulaw", "tuple"):
         raise ConfigurationError(f"encode to= must be chunk, av, pcm, mulaw or tuple, not {to!r}")
     stream: AsyncIterable[Any] = source
+    if catch_up_ms > 0:
+        queue = source if isinstance(source, Channel) else source.__aiter__()  # a Session iterates its output channel
+        if isinstance(queue, Channel):
+            stream = _catching_up(queue, catch_up_ms)
     if sample_rate is not None or layout is not None:
         stream = resample.raw(stream, sample_rate, layout=layout)
     if frame_ms is not None:
