@@ -48,6 +48,7 @@ from flowrtc.ice import aiortc_configuration
 from flowrtc.limits import RateLimiter
 from flowrtc.media import AudioChunk, VideoFrame
 from flowrtc.operators.codec import encode
+from flowrtc.operators.core import scoped
 
 __all__ = ["WebRTCOptions", "WebRTCTransport", "SignallingError", "webrtc_transport"]
 
@@ -451,31 +452,32 @@ class WebRTCTransport:
         closing = False
         # Reply audio already queued comes joined (up to OUTPUT_CATCH_UP_MS), so it is
         # resampled to 48 kHz in a few calls rather than one per 20 ms frame.
-        async for item in encode(session, frame_ms=None, catch_up_ms=OUTPUT_CATCH_UP_MS):
-            if isinstance(item, AudioChunk):
-                if audio is not None:
-                    for frame in encoder.push(item):
-                        if not await audio.put(frame):
-                            peer.end("audio track stopped")
-                            return
-                continue
-            if isinstance(item, VideoFrame):
-                if video is not None:
-                    video.put(item)
-                continue
-            if isinstance(item, Interrupt):
-                encoder.reset()
-                if audio is not None:
-                    audio.flush()
-                continue
-            message = to_wire(item)
-            if message is not None:
-                peer.send_message(message)
-            if isinstance(item, Error):
-                logger.info("webrtc peer %s: the graph failed (%s: %s); closing", peer.webrtc_id, item.kind, item.message)
-            if isinstance(item, CloseStream):
-                closing = True
-                break
+        async with scoped(encode(session, frame_ms=None, catch_up_ms=OUTPUT_CATCH_UP_MS)) as items:
+            async for item in items:
+                if isinstance(item, AudioChunk):
+                    if audio is not None:
+                        for frame in encoder.push(item):
+                            if not await audio.put(frame):
+                                peer.end("audio track stopped")
+                                return
+                    continue
+                if isinstance(item, VideoFrame):
+                    if video is not None:
+                        video.put(item)
+                    continue
+                if isinstance(item, Interrupt):
+                    encoder.reset()
+                    if audio is not None:
+                        audio.flush()
+                    continue
+                message = to_wire(item)
+                if message is not None:
+                    peer.send_message(message)
+                if isinstance(item, Error):
+                    logger.info("webrtc peer %s: the graph failed (%s: %s); closing", peer.webrtc_id, item.kind, item.message)
+                if isinstance(item, CloseStream):
+                    closing = True
+                    break
         # The graph is over: play what is queued, let the last messages go out, then close.
         grace = self.options.close_grace_s
         if audio is not None and not closing:
