@@ -53,8 +53,7 @@ def six_seconds(audio: tuple[int, np.ndarray]) -> Any:
 @pytest.mark.parametrize("rate", [8000, 16000, 48000])
 @pytest.mark.parametrize("name", sorted(VOICES))
 async def test_a_prompt_with_inner_pauses_is_one_turn_answered_half_a_second_after_it_ends(name: str, rate: int) -> None:
-    start, end, pause = VOICES[name]
-    assert 0.28 < pause < 0.35  # pauses longer than the tuning set's 0.25-0.30 s sentence gaps
+    _, end, _ = VOICES[name]  # inner pauses of 0.29-0.34 s, longer than the tuning set's sentence gaps
     audio = join(LEAD_S, load_audio(MEDIA / name, sample_rate=rate), 1.5, rate=rate)
     recording = await arun(ReplyOnPause(quiet), audio=audio)
     (reply,) = recording.times(ReplyStarted)  # one turn, not one per phrase

@@ -2,9 +2,8 @@
 
 * :class:`AudioOutputTrack` holds a **bounded** queue of 20 ms, 48 kHz s16
   frames (stereo, or mono when it codes mono Opus) and hands one to aiortc every
-  20 ms of wall-clock time. When the
-  queue is empty it sends nothing, and after a pause its RTP timestamps jump
-  by the pause, so they keep pace with real time and the listener's jitter
+  20 ms of wall-clock time. When the queue is empty it sends nothing, and after a
+  pause its RTP timestamps jump by the pause, so they keep pace with real time and the listener's jitter
   buffer never sees a burst of "late" packets when speech resumes.
   :meth:`AudioOutputTrack.flush` drops every queued frame (``Interrupt``).
 * :class:`VideoOutputTrack` keeps only the newest frame (latest wins) and
@@ -122,14 +121,11 @@ class AudioFrameEncoder:
 def _to_frame(chunk: AudioChunk, mono: bool = False) -> av.AudioFrame:
     """One 48 kHz chunk (padded to 20 ms) as a packed s16 frame, stereo or mono."""
     samples = chunk.to_int16().samples
-    if mono:
-        interleaved = samples[0] if samples.shape[0] == 1 else chunk.to_layout("mono").to_int16().samples[0]
-    elif samples.shape[0] == 1:
-        interleaved = np.repeat(samples[0], 2)
-    elif samples.shape[0] == 2:
+    if samples.shape[0] == 2 and not mono:
         interleaved = samples.T.reshape(-1)
     else:
-        interleaved = chunk.to_layout("mono").to_int16().samples[0].repeat(2)
+        single = samples[0] if samples.shape[0] == 1 else chunk.to_layout("mono").to_int16().samples[0]
+        interleaved = single if mono else np.repeat(single, 2)
     size = SAMPLES_PER_FRAME * (1 if mono else 2)
     if interleaved.size < size:
         interleaved = np.concatenate([interleaved, np.zeros(size - interleaved.size, np.int16)])

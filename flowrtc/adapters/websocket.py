@@ -28,14 +28,14 @@ import numpy as np
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
+from flowrtc.adapters import OUTPUT_CATCH_UP_MS
+from flowrtc.adapters.messages import encode_message, to_wire
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Error, Event, Interrupt, PlaybackMark
 from flowrtc.g711 import pcm16_to_mulaw
 from flowrtc.hub import ConcurrencyLimitReached, ConnectionExists
 from flowrtc.limits import CLOSE_CODES, CloseCode, ConnectionSlots, Limits, RateLimiter, WireError, error_message
 from flowrtc.media import AudioChunk
-from flowrtc.adapters import OUTPUT_CATCH_UP_MS
-from flowrtc.adapters.messages import encode_message, to_wire
 from flowrtc.operators.codec import encode
 from flowrtc.operators.core import scoped
 from flowrtc.session import Session

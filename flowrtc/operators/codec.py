@@ -55,6 +55,14 @@ async def _catching_up(queue: Channel, limit_ms: float) -> AsyncIterator[Any]:
         yield _join_queued(item, queue, limit_ms) if type(item) is AudioChunk and queue.queued else item
 
 
+def _caught_up(source: AsyncIterable[Any], limit_ms: float) -> AsyncIterable[Any]:
+    """``source``, joining queued audio when it reads a channel (a Channel, or a Session's output)."""
+    if limit_ms <= 0:
+        return source
+    queue = source if isinstance(source, Channel) else source.__aiter__()
+    return _catching_up(queue, limit_ms) if isinstance(queue, Channel) else source
+
+
 @operator
 async def decode(
     source: AsyncIterable[Any],
@@ -72,8 +80,8 @@ async def decode(
         sample_rate: rate in Hz of ``bytes`` items (required if any arrive).
         channels: interleaved channel count of PCM ``bytes`` items.
         video_format: channel order of decoded video (``"bgr24"``, FastRTC's, or ``"rgb24"``).
-        catch_up_ms: when ``decode`` reads a session's input channel (it is the
-            graph's first stage) and the graph has fallen behind, join the AudioChunks
+        catch_up_ms: when ``decode`` reads a channel (a session's input, as the
+            graph's first stage does) and the graph has fallen behind, join the AudioChunks
             already queued behind this one (same format, contiguous) into one chunk
             of up to this many ms, so later stages catch up in fewer, larger steps
             (the VAD scores several windows in one trip to its engine). Only what
@@ -85,11 +93,10 @@ async def decode(
     already AudioChunk/VideoFrame, and events, pass through.
     """
     next_pts = 0
-    queue = source if catch_up_ms > 0 and isinstance(source, Channel) else None
-    async with scoped(source) as items:
+    async with scoped(_caught_up(source, catch_up_ms)) as items:
         async for item in items:
             if type(item) is AudioChunk:  # the usual case first
-                yield item if queue is None or not queue.queued else _join_queued(item, queue, catch_up_ms)
+                yield item
                 continue
             if isinstance(item, (bytes, bytearray, memoryview)):
                 if sample_rate is None:
@@ -157,11 +164,7 @@ async def encode(
     """
     if to not in ("chunk", "av", "pcm", "mulaw", "tuple"):
         raise ConfigurationError(f"encode to= must be chunk, av, pcm, mulaw or tuple, not {to!r}")
-    stream: AsyncIterable[Any] = source
-    if catch_up_ms > 0:
-        queue = source if isinstance(source, Channel) else source.__aiter__()  # a Session iterates its output channel
-        if isinstance(queue, Channel):
-            stream = _catching_up(queue, catch_up_ms)
+    stream = _caught_up(source, catch_up_ms)
     if sample_rate is not None or layout is not None:
         stream = resample.raw(stream, sample_rate, layout=layout)
     if frame_ms is not None:
