@@ -103,9 +103,12 @@ def thread_cpu() -> dict[str, float]:
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
     usage: dict[str, float] = collections.defaultdict(float)
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended since the listing
+            continue
         name = names.get(int(task.name), "other")
-        kind = "decoder" if name.endswith("-decoder") else "event loop" if name == "MainThread" else "worker" if "ThreadPool" in name or "AnyIO" in name else name.split("-")[0]
+        kind = "decoder" if name.endswith("-decoder") or name == "flowrtc-audio-decode" else "event loop" if name == "MainThread" else "worker" if "ThreadPool" in name or "AnyIO" in name else name.split("-")[0]
         usage[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return dict(usage)
 

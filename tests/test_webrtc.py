@@ -7,6 +7,7 @@ signalling is HTTP (httpx), the media is Opus/VP8 over ICE on this machine.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any, AsyncIterator
 
@@ -32,7 +33,7 @@ from flowrtc import (
     resample,
 )
 from flowrtc.adapters.webrtc import WebRTCOptions, webrtc_transport
-from flowrtc.adapters.webrtc_tracks import _LoopDecoder, decode_audio_on_loop
+from flowrtc.adapters.webrtc_tracks import _SharedDecoder, decode_audio_shared
 from flowrtc.operators.core import scoped
 from flowrtc.session import current_session
 from flowrtc.stream import Stream
@@ -95,13 +96,17 @@ async def test_audio_echo_round_trip_on_recorded_speech() -> None:
             await peer.wait_connected()
             assert stream.hub.transport(peer.webrtc_id) == "webrtc"
             await wait_for(lambda: peer.audio_track and peer.audio_track.position > 48000 * 2.6, 10)
-            # The server decodes the caller's audio on its event loop, to mono, not in a thread per peer.
+            # The server decodes the caller's audio to mono in the loop's shared worker, not in a thread per peer.
             (receiver,) = [t.receiver for t in webrtc_transport(stream).peers[peer.webrtc_id].pc.getTransceivers() if t.kind == "audio"]
             decoder = receiver._RTCRtpReceiver__decoder_queue
-            assert isinstance(decoder, _LoopDecoder)
+            assert isinstance(decoder, _SharedDecoder)
             assert decoder._decoder.codec.layout.name == "mono"
+            assert decoder.worker.running and decoder.worker.frames >= 100
+            assert [thread.name for thread in threading.enumerate()].count("flowrtc-audio-decode") == 1
             await asyncio.sleep(0.5)
             await peer.close()
+            # The worker's thread ends with the last peer.
+            await wait_for(lambda: not decoder.worker.running, 5)
         sent = envelope(peer.audio_track.samples[0])
         received = envelope(peer.received_audio())
         lag, correlation = best_lag(sent, received, max_lag=60)
@@ -526,7 +531,7 @@ async def test_mono_output_is_coded_as_mono_opus_and_stereo_as_stereo() -> None:
         assert stereo_bits == ({0} if mono else {0x04})
 
 
-def test_decode_audio_on_loop_leaves_a_started_or_video_receiver_alone() -> None:
+async def test_decode_audio_shared_leaves_a_started_or_video_receiver_alone() -> None:
     class Receiver:
         _RTCRtpReceiver__decoder_queue = None
 
@@ -534,7 +539,7 @@ def test_decode_audio_on_loop_leaves_a_started_or_video_receiver_alone() -> None
             self._RTCRtpReceiver__decoder_thread = object() if started else None
             self._track = type("Track", (), {"kind": kind, "_queue": asyncio.Queue()})()
 
-    assert decode_audio_on_loop(Receiver("audio", started=False))
-    assert not decode_audio_on_loop(Receiver("audio", started=True))
-    assert not decode_audio_on_loop(Receiver("video", started=False))
-    assert not decode_audio_on_loop(object())
+    assert decode_audio_shared(Receiver("audio", started=False))
+    assert not decode_audio_shared(Receiver("audio", started=True))
+    assert not decode_audio_shared(Receiver("video", started=False))
+    assert not decode_audio_shared(object())

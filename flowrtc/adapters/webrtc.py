@@ -40,7 +40,7 @@ from aiortc.mediastreams import MediaStreamError
 from flowrtc.adapters import OUTPUT_CATCH_UP_MS
 from flowrtc.adapters.messages import encode_message, to_wire
 from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, first_audio_codec, offered_kinds, parse_candidate, prefers_stereo
-from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame, decode_audio_on_loop
+from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame, decode_audio_shared
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Error, Interrupt
 from flowrtc.hub import ConcurrencyLimitReached, ConnectionExists
@@ -321,7 +321,7 @@ class WebRTCTransport:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio":
-                decode_audio_on_loop(transceiver.receiver, mono=not peer.stereo_input)
+                decode_audio_shared(transceiver.receiver, mono=not peer.stereo_input)
         if stream.mode != "send":
             for transceiver in pc.getTransceivers():
                 kind = transceiver.kind

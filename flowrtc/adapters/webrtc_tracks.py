@@ -13,8 +13,9 @@
   stereo, int16 or float32) to those 20 ms frames; :func:`chunk_from_frame`
   converts aiortc's decoded frames to AudioChunks.
 
-:func:`decode_audio_on_loop` makes an aiortc audio receiver decode on the
-event loop instead of in a thread of its own.
+:func:`decode_audio_shared` makes an aiortc audio receiver decode in one
+thread shared by every peer on the loop (:class:`AudioDecodeWorker`), in
+batches, instead of in a thread of its own.
 
 Importing this module replaces aiortc's per-sample Python loop that computes
 the audio level of every sent frame with an equivalent numpy function
@@ -28,7 +29,10 @@ import logging
 import math
 import threading
 import time
+import weakref
+from collections import deque
 from fractions import Fraction
+from typing import Any
 
 import anyio
 import av
@@ -38,6 +42,7 @@ from aiortc import rtp as aiortc_rtp
 from aiortc.codecs import get_decoder
 from aiortc.mediastreams import MediaStreamError
 
+from flowrtc.channel import Channel
 from flowrtc.media import AudioChunk, VideoFrame, seal
 from flowrtc.operators.rechunk import Rechunker
 from flowrtc.operators.resample import Resampler
@@ -51,7 +56,9 @@ __all__ = [
     "chunk_from_frame",
     "AudioOutputTrack",
     "VideoOutputTrack",
-    "decode_audio_on_loop",
+    "AudioDecodeWorker",
+    "audio_decode_worker",
+    "decode_audio_shared",
 ]
 
 logger = logging.getLogger("flowrtc.webrtc")
@@ -187,7 +194,9 @@ class AudioOutputTrack(MediaStreamTrack):
 
     def __init__(self, queue_frames: int = 10) -> None:
         super().__init__()
-        self._send, self._receive = anyio.create_memory_object_stream[av.AudioFrame](max(1, queue_frames))
+        # A Channel, not an anyio memory stream: a put or take of a free slot never yields to the
+        # loop (anyio's send checkpoints every call), and this runs per 20 ms frame of every peer.
+        self._frames = Channel(max(1, queue_frames))
         self._pts = 0
         self._start: float | None = None
         self._held: av.AudioFrame | None = None
@@ -222,12 +231,12 @@ class AudioOutputTrack(MediaStreamTrack):
     @property
     def queued(self) -> int:
         """Frames waiting to play."""
-        return self._send.statistics().current_buffer_used + (self._held is not None)
+        return self._frames.queued + (self._held is not None)
 
     async def put(self, frame: av.AudioFrame) -> bool:
         """Queue one 20 ms frame, waiting while the queue is full; ``False`` once the track has stopped."""
         try:
-            await self._send.send(frame)
+            await self._frames.put(frame)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return False
         return True
@@ -238,7 +247,7 @@ class AudioOutputTrack(MediaStreamTrack):
         self._held = None
         while True:
             try:
-                self._receive.receive_nowait()
+                self._frames.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
             dropped += 1
@@ -259,7 +268,7 @@ class AudioOutputTrack(MediaStreamTrack):
         frame, self._held = self._held, None
         if frame is None:
             try:
-                frame = self._receive.receive_nowait()
+                frame = self._frames.receive_nowait()
             except anyio.WouldBlock:
                 frame = await self._after_idle()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -299,7 +308,7 @@ class AudioOutputTrack(MediaStreamTrack):
         """
         waited = time.monotonic()
         try:
-            frame = await self._receive.receive()
+            frame = await self._frames.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise MediaStreamError from None
         now = time.monotonic()
@@ -318,8 +327,7 @@ class AudioOutputTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        self._send.close()
-        self._receive.close()
+        self._frames.close()
 
 
 class VideoOutputTrack(MediaStreamTrack):
@@ -381,61 +389,176 @@ class VideoOutputTrack(MediaStreamTrack):
         self._fresh.set()
 
 
-class _LoopDecoder:
-    """Stands in for the queue between an aiortc receiver and its decoder thread.
+class _DecodeThread:
+    """One worker thread and the batches handed to it (see :class:`AudioDecodeWorker`)."""
 
-    ``put`` (called by the receiver on the event loop, one encoded 20 ms frame at
-    a time) decodes at once and queues the frames on the receiver's track; the
-    thread aiortc still starts finds nothing in ``get`` until the receiver stops,
-    and then ends the track as it always does.
+    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Any) -> None:
+        self.batches: deque[list[tuple[_SharedDecoder, object]]] = deque()
+        self.wake = threading.Event()
+        self.stopping = False
+        self._loop = loop
+        self._deliver = deliver
+        self.thread = threading.Thread(target=self._run, name="flowrtc-audio-decode", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            while self.batches:
+                batch = self.batches.popleft()
+                results = [(decoder, decoder.decode(item)) for decoder, item in batch]
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver, results)
+                except RuntimeError:  # the loop is closed: nobody is left to hear it
+                    return
+            if self.stopping:
+                return
+
+
+class AudioDecodeWorker:
+    """Decodes the incoming audio of every WebRTC peer on one event loop, in one thread.
+
+    aiortc gives each receiver a decoding thread of its own that hands back every
+    20 ms frame with ``run_coroutine_threadsafe``: a thread wake-up, a GIL hand-over
+    and a new task per frame and peer. Decoding on the event loop instead costs it
+    ~40 µs of libopus per frame, which on a busy server is the largest single item
+    on the loop. This worker takes the middle way: the encoded frames that arrive
+    during one turn of the event loop go to one shared thread as **one batch**;
+    libopus runs there without the GIL, and the decoded frames of the whole batch
+    come back in one ``call_soon_threadsafe``. Each receiver's frames are decoded
+    in order, by one decoder. The thread runs while some receiver is live and ends
+    with the last one.
     """
 
-    def __init__(self, track_queue: asyncio.Queue[object], mono: bool) -> None:
-        self._track_queue = track_queue
-        self._mono = mono
-        self._decoder: object | None = None
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: list[tuple[_SharedDecoder, object]] = []
+        self._scheduled = False
+        self._live: set[_SharedDecoder] = set()
+        self._worker: _DecodeThread | None = None
+        #: batches handed to the thread so far, and frames in them (for benchmarks and tests)
+        self.batches = 0
+        self.frames = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether the decoding thread is running."""
+        return self._worker is not None
+
+    def submit(self, decoder: _SharedDecoder, item: object) -> None:
+        """Queue an encoded frame for ``decoder``; call on the loop."""
+        self._live.add(decoder)
+        self._pending.append((decoder, item))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_later(HAND_OVER_S, self._hand_over)
+
+    def retire(self, decoder: _SharedDecoder) -> None:
+        """``decoder``'s receiver stopped: frames still in the thread for it are dropped."""
+        self._live.discard(decoder)
+        self._stop_when_idle()
+
+    def _stop_when_idle(self) -> None:
+        if not self._live and not self._pending and self._worker is not None:
+            self._worker.stopping = True  # it finishes the batches it holds, then ends
+            self._worker.wake.set()
+            self._worker = None
+
+    def _hand_over(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        if self._worker is None:
+            self._worker = _DecodeThread(self._loop, self._deliver)
+        self.batches += 1
+        self.frames += len(batch)
+        self._worker.batches.append(batch)
+        self._worker.wake.set()
+
+    def _deliver(self, results: list[tuple[_SharedDecoder, Any]]) -> None:
+        for decoder, frames in results:
+            if decoder.stopped.is_set():
+                continue
+            for frame in frames:
+                decoder.track_queue.put_nowait(frame)
+        self._stop_when_idle()
+
+
+#: How long encoded frames gather before they go to the decoding thread as one batch.
+HAND_OVER_S = 0.005
+
+_workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AudioDecodeWorker] = weakref.WeakKeyDictionary()
+
+
+def audio_decode_worker(loop: asyncio.AbstractEventLoop | None = None) -> AudioDecodeWorker:
+    """The :class:`AudioDecodeWorker` of ``loop`` (default: the running loop)."""
+    loop = loop or asyncio.get_running_loop()
+    worker = _workers.get(loop)
+    if worker is None:
+        worker = _workers[loop] = AudioDecodeWorker(loop)
+    return worker
+
+
+class _SharedDecoder:
+    """Stands in for the queue between an aiortc receiver and its decoder thread.
+
+    ``put`` (called by the receiver on the event loop, one encoded frame at a time,
+    as it leaves the jitter buffer) passes the frame to the loop's
+    :class:`AudioDecodeWorker`; the decoded frames land on the receiver's track.
+    The thread aiortc still starts finds nothing in ``get`` until the receiver
+    stops, and then ends the track as it always does.
+    """
+
+    def __init__(self, worker: AudioDecodeWorker, track_queue: asyncio.Queue[object], mono: bool) -> None:
+        self.worker = worker
+        self.track_queue = track_queue
+        self.mono = mono
+        self.stopped = threading.Event()
+        self._decoder: object | None = None  # used by the worker's thread only
         self._codec_name: str | None = None
-        self._stopped = threading.Event()
 
     def put(self, item: object) -> None:
-        if item is None:  # the receiver stops: release the thread, which ends the track
-            self._stopped.set()
+        if item is None:
+            # The receiver stops, and aiortc joins its thread right after this call, on the
+            # loop: release that thread now (it then ends the track); frames of this peer
+            # still being decoded are dropped.
+            self.stopped.set()
+            self.worker.retire(self)
             return
+        self.worker.submit(self, item)
+
+    def decode(self, item: object) -> Any:
+        """Decode one encoded frame (in the worker's thread)."""
         codec, encoded_frame = item  # type: ignore[misc]
         if codec.name != self._codec_name:
             self._decoder, self._codec_name = get_decoder(codec), codec.name
             context = getattr(self._decoder, "codec", None)
-            if self._mono and codec.name.lower() == "opus" and isinstance(context, av.CodecContext):
+            if self.mono and codec.name.lower() == "opus" and isinstance(context, av.CodecContext):
                 context.layout = "mono"  # libopus mixes down itself: a quarter less work than two channels
         try:
-            frames = self._decoder.decode(encoded_frame)  # type: ignore[attr-defined]
+            return self._decoder.decode(encoded_frame)  # type: ignore[attr-defined]
         except av.FFmpegError as exc:  # a damaged packet: skip it, keep the decoder's state
             logger.debug("audio frame not decoded: %s", exc)
-            return
-        for frame in frames:
-            self._track_queue.put_nowait(frame)
+            return ()
 
     def get(self, *args: object, **kwargs: object) -> None:
-        self._stopped.wait()
+        self.stopped.wait()
 
 
-def decode_audio_on_loop(receiver: object, *, mono: bool = False) -> bool:
-    """Make an aiortc audio ``RTCRtpReceiver`` decode on the event loop, not in its own thread.
+def decode_audio_shared(receiver: object, *, mono: bool = False) -> bool:
+    """Make an aiortc audio ``RTCRtpReceiver`` decode in the loop's shared :class:`AudioDecodeWorker`.
 
-    aiortc decodes each receiver's frames in a thread of its own, which hands
-    every 20 ms frame back with ``run_coroutine_threadsafe``: per peer, 50 thread
-    wake-ups, GIL hand-overs and new tasks a second. Decoding a 20 ms Opus or
-    G.711 frame costs far less than that trip (tens of microseconds), so here the
-    receiver decodes as each frame leaves its jitter buffer. Call it before the
-    connection is established (before aiortc starts the receiver). ``mono``:
-    decode Opus to one channel (the peer sends mono). Returns
-    ``False`` and leaves the receiver alone if it has started already or this
-    aiortc version is laid out differently.
+    Call it on the event loop, before the connection is established (before
+    aiortc starts the receiver). ``mono``: decode Opus to one channel (the peer
+    sends mono). Returns ``False`` and leaves the receiver alone if it has
+    started already or this aiortc version is laid out differently.
     """
     track = getattr(receiver, "_track", None)
     if getattr(receiver, "_RTCRtpReceiver__decoder_thread", True) is not None or track is None or track.kind != "audio":
         return False
     if not isinstance(getattr(track, "_queue", None), asyncio.Queue) or not hasattr(receiver, "_RTCRtpReceiver__decoder_queue"):
         return False
-    receiver._RTCRtpReceiver__decoder_queue = _LoopDecoder(track._queue, mono)  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__decoder_queue = _SharedDecoder(audio_decode_worker(), track._queue, mono)  # type: ignore[attr-defined]
     return True

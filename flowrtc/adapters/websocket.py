@@ -16,6 +16,7 @@ resamples); output goes through ``encode`` to the wire's rate.
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 from abc import ABC, abstractmethod
 import logging
@@ -86,7 +87,7 @@ class Playout:
     a frame the sender has taken but not yet sent is dropped as well.
     """
 
-    __slots__ = ("max_queued_s", "generation", "_frames", "_queued_s", "_in_flight", "_changed", "_waiters")
+    __slots__ = ("max_queued_s", "generation", "_frames", "_queued_s", "_in_flight", "_waiters")
 
     def __init__(self, max_queued_s: float) -> None:
         self.max_queued_s = max_queued_s
@@ -94,23 +95,24 @@ class Playout:
         self._frames: deque[AudioChunk] = deque()
         self._queued_s = 0.0
         self._in_flight = False
-        self._changed = anyio.Event()
-        self._waiters = 0
+        # Tasks waiting for any change, as bare futures: this runs once per 20 ms frame of
+        # every session, and an anyio Event per change cost more than the rest of a put.
+        self._waiters: list[asyncio.Future[None]] = []
 
     def __len__(self) -> int:
         return len(self._frames)
 
     def _notify(self) -> None:
-        if self._waiters:  # an Event per change costs more than the rest of a put
-            self._changed.set()
-            self._changed = anyio.Event()
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _wait(self) -> None:
-        self._waiters += 1
-        try:
-            await self._changed.wait()
-        finally:
-            self._waiters -= 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
 
     async def put(self, frame: AudioChunk) -> None:
         while self._queued_s >= self.max_queued_s:
@@ -186,7 +188,7 @@ class MediaSocket(ABC):
         self.limits = limits
         self.rate = RateLimiter(limits.max_messages_per_s, limits.message_burst)
         self.playout = Playout(limits.max_queued_output_s)
-        self.send_lock = anyio.Lock(fast_acquire=True)
+        self.send_lock = asyncio.Lock()  # taken per frame: asyncio's never yields when free
         self.closed = False
         self.input_rate = DEFAULT_INPUT_RATE
         self.output_rate = DEFAULT_OUTPUT_RATE
@@ -382,6 +384,7 @@ class MediaSocket(ABC):
         due = 0.0  # when the client will have played everything sent so far
         due_generation = 0
         batch_open = False
+        clock = asyncio.get_running_loop().time  # anyio.current_time, without its per-call backend lookup
         while True:
             if self.marks_batches and batch_open and not len(self.playout):
                 with anyio.move_on_after(self.batch_gap_s):
@@ -391,13 +394,13 @@ class MediaSocket(ABC):
                         await self.end_batch()
                     batch_open = False
             generation, frame = await self.playout.get()
-            now = anyio.current_time()
+            now = clock()
             if generation != due_generation:  # after a clear the client holds nothing
                 due, due_generation = 0.0, generation
             if due < now:
                 due = now
             elif due - now >= PLAYOUT_LEAD_S:
-                await anyio.sleep(due - now - PLAYOUT_REFILL_S)
+                await asyncio.sleep(due - now - PLAYOUT_REFILL_S)
             async with self.send_lock:
                 if generation == self.playout.generation:
                     await self.send_frame(frame)
