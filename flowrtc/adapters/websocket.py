@@ -31,6 +31,7 @@ from litestar.exceptions import WebSocketDisconnect
 
 from flowrtc.adapters import OUTPUT_CATCH_UP_MS
 from flowrtc.adapters.messages import encode_message, to_wire
+from flowrtc.channel import _wake_all
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Error, Event, Interrupt, PlaybackMark
 from flowrtc.g711 import pcm16_to_mulaw
@@ -97,17 +98,13 @@ class Playout:
         self._in_flight = False
         # Tasks waiting for any change, as bare futures: this runs once per 20 ms frame of
         # every session, and an anyio Event per change cost more than the rest of a put.
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def __len__(self) -> int:
         return len(self._frames)
 
     def _notify(self) -> None:
-        if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        _wake_all(self._waiters)
 
     async def _wait(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
