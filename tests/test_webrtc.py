@@ -33,7 +33,7 @@ from flowrtc import (
     resample,
 )
 from flowrtc.adapters.webrtc import WebRTCOptions, webrtc_transport
-from flowrtc.adapters.webrtc_tracks import _SharedDecoder, decode_audio_shared
+from flowrtc.adapters.webrtc_tracks import AudioDecodeWorker, _SharedDecoder, decode_audio_shared
 from flowrtc.operators.core import scoped
 from flowrtc.session import current_session
 from flowrtc.stream import Stream
@@ -543,3 +543,33 @@ async def test_decode_audio_shared_leaves_a_started_or_video_receiver_alone() ->
     assert not decode_audio_shared(Receiver("audio", started=True))
     assert not decode_audio_shared(Receiver("video", started=False))
     assert not decode_audio_shared(object())
+
+
+async def test_shared_decoder_keeps_decoding_other_callers_after_one_fails() -> None:
+    """One caller whose codec has no decoder, or whose packet is garbage, costs only that
+    caller's audio: the thread that decodes everyone's keeps going, in each caller's order."""
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from flowrtc.g711 import pcm16_to_mulaw
+
+    worker = AudioDecodeWorker(asyncio.get_running_loop())
+    pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+    bogus = RTCRtpCodecParameters(mimeType="audio/x-none", clockRate=8000, channels=1, payloadType=99)
+    good, broken, unknown = (_SharedDecoder(worker, asyncio.Queue(), mono=True) for _ in range(3))
+    ramps = [np.arange(160, dtype=np.int16) * 100 + 1000 * i for i in range(6)]
+    for i, ramp in enumerate(ramps):
+        unknown.put((bogus, JitterFrame(data=b"\x00" * 160, timestamp=160 * i)))
+        broken.put((opus, JitterFrame(data=b"\xff" * 7, timestamp=960 * i)))
+        good.put((pcmu, JitterFrame(data=pcm16_to_mulaw(ramp).tobytes(), timestamp=160 * i)))
+    assert await wait_for(lambda: good.track_queue.qsize() >= len(ramps), 5)
+    decoded = [good.track_queue.get_nowait().to_ndarray().reshape(-1) for _ in ramps]
+    # Each caller's frames come back in order (µ-law keeps ~2 % of the level).
+    for ramp, frame in zip(ramps, decoded):
+        assert np.allclose(frame.astype(float), ramp, atol=0.03 * abs(ramp).max() + 8)
+    assert unknown.track_queue.empty() and broken.track_queue.empty()
+    for decoder in (good, broken, unknown):
+        decoder.put(None)
+        assert decoder.stopped.is_set()
+    assert await wait_for(lambda: not worker.running, 5)

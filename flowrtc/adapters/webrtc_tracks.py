@@ -533,15 +533,24 @@ class _SharedDecoder:
         """Decode one encoded frame (in the worker's thread)."""
         codec, encoded_frame = item  # type: ignore[misc]
         if codec.name != self._codec_name:
-            self._decoder, self._codec_name = get_decoder(codec), codec.name
+            self._codec_name = codec.name
+            try:
+                self._decoder = get_decoder(codec)
+            except Exception:  # noqa: BLE001 - this caller's audio only: the thread decodes every caller's
+                logger.warning("no decoder for %s: this caller's audio is dropped", getattr(codec, "mimeType", codec.name), exc_info=True)
+                self._decoder = None
             context = getattr(self._decoder, "codec", None)
             if self.mono and codec.name.lower() == "opus" and isinstance(context, av.CodecContext):
                 context.layout = "mono"  # libopus mixes down itself: a quarter less work than two channels
+        if self._decoder is None:
+            return ()
         try:
             return self._decoder.decode(encoded_frame)  # type: ignore[attr-defined]
         except av.FFmpegError as exc:  # a damaged packet: skip it, keep the decoder's state
             logger.debug("audio frame not decoded: %s", exc)
-            return ()
+        except Exception:  # noqa: BLE001 - same: never let one caller stop the thread
+            logger.warning("audio frame not decoded", exc_info=True)
+        return ()
 
     def get(self, *args: object, **kwargs: object) -> None:
         self.stopped.wait()
