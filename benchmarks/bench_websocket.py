@@ -25,6 +25,10 @@ Per session count it reports:
   median and p90. End of speech is the send time of the last 20 ms frame louder than
   ``SPEECH_RMS`` (``hello``), or the energy ground truth of ``bench_heldout`` (the end of
   the last 10 ms within 35 dB of the prompt's peak) placed in the frame that holds it;
+* **EoS → decision** (FastRTC protocol only: its ``log`` messages): end of speech to the
+  ``pause_detected`` log at the client, median; the rest of *EoS → audio* is the reply
+  starting (``pause_detected`` → ``response_starting``, also in the JSON rows) and its
+  first frame;
 * server CPU (% of one core), how long the server was runnable but waiting for a CPU
   ("starved": other processes took the cores; such rows measure the machine, not
   flowrtc), the client process's CPU, and the client's own send lag (if that grows, the client was the bottleneck).
@@ -291,6 +295,7 @@ class Conn(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self.handshake_done = False
         self.arrivals: list[float] = []
+        self.logs: list[tuple[float, bytes]] = []  # (arrival, data) of FastRTC-protocol log messages
         self.clears = 0
         self.errors: list[str] = []
         self.sent: list[float] = []
@@ -356,6 +361,8 @@ class Conn(asyncio.Protocol):
             self.send_json({"event": "mark", "sequenceNumber": self.next_seq(), "streamSid": self.sid, "mark": {"name": name}})
         elif payload.startswith(b'{"event":"clear"'):
             self.clears += 1
+        elif payload.startswith(b'{"type":"log"'):
+            self.logs.append((now, json.loads(payload)["data"].encode()))
         elif b'"error"' in payload or b'"failed"' in payload:
             self.errors.append(payload.decode()[:200])
 
@@ -449,6 +456,7 @@ async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s
             conn.transport.close()
 
     latencies, lags, answered = [], [], 0
+    decided, started = [], []  # EoS → "pause_detected", "pause_detected" → "response_starting" (FastRTC protocol)
     for conn, plan, start in zip(conns, plans, starts):
         arrivals = conn.arrivals
         for j, t in enumerate(plan):
@@ -463,6 +471,11 @@ async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s
                 continue
             answered += 1
             latencies.append(reply[0] - eos)
+            pause = next((a for a, data in conn.logs if data == b"pause_detected" and eos <= a <= reply[0]), None)
+            starting = next((a for a, data in conn.logs if data == b"response_starting" and pause is not None and pause <= a <= reply[0]), None)
+            if pause is not None and starting is not None:
+                decided.append(pause - eos)
+                started.append(starting - pause)
             lags.extend(max(0.0, a - (reply[0] + max(0.0, k * FRAME_S - SERVER_MIN_LEAD_S))) for k, a in enumerate(reply))
     lags.sort()
     return {
@@ -473,6 +486,8 @@ async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s
         "answered": answered,
         "eos_to_audio_median_s": statistics.median(latencies) if latencies else None,
         "eos_to_audio_p90_s": sorted(latencies)[int(0.9 * (len(latencies) - 1))] if latencies else None,
+        "eos_to_pause_detected_median_s": statistics.median(decided) if decided else None,
+        "pause_detected_to_response_starting_median_s": statistics.median(started) if started else None,
         "reply_lag_mean_ms": 1000 * statistics.fmean(lags) if lags else None,
         "reply_lag_p95_ms": 1000 * lags[int(0.95 * (len(lags) - 1))] if lags else None,
         "client_send_lag_mean_ms": 1000 * statistics.fmean(send_lag),
@@ -574,15 +589,15 @@ def table(rows: list[dict[str, Any]]) -> str:
         return "–" if value is None else format(value, spec)
 
     lines = [
-        "| protocol | sessions | held | answered | reply lag mean / p95 (ms) | loop lag mean / p99 (ms) | EoS → audio median / p90 (s) | server CPU | server starved | client CPU | client send lag mean (ms) |",
-        "| --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| protocol | sessions | held | answered | reply lag mean / p95 (ms) | loop lag mean / p99 (ms) | EoS → audio median / p90 (s) | EoS → decision median (s) | server CPU | server starved | client CPU | client send lag mean (ms) |",
+        "| --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['protocol']} | {r['sessions']} | {'yes' if r['held'] else 'no'} | {r['answered']}/{r['turns']} | "
             f"{f(r['reply_lag_mean_ms'], '.1f')} / {f(r['reply_lag_p95_ms'], '.1f')} | "
             f"{r['loop_lag_mean_ms']:.1f} / {r['loop_lag_p99_ms']:.1f} | "
-            f"{f(r['eos_to_audio_median_s'], '.3f')} / {f(r['eos_to_audio_p90_s'], '.3f')} | "
+            f"{f(r['eos_to_audio_median_s'], '.3f')} / {f(r['eos_to_audio_p90_s'], '.3f')} | {f(r.get('eos_to_pause_detected_median_s'), '.3f')} | "
             f"{r['server_cpu_pct']:.0f}% | {r['server_starved_pct']:.0f}% | {r['client_cpu_pct']:.0f}% | {r['client_send_lag_mean_ms']:.1f} |"
         )
     return "\n".join(lines)
