@@ -295,7 +295,7 @@ class Conn(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self.handshake_done = False
         self.arrivals: list[float] = []
-        self.logs: list[tuple[float, bytes]] = []  # (arrival, data) of FastRTC-protocol log messages
+        self.logs: list[tuple[float, str]] = []  # (arrival, data) of FastRTC-protocol log messages
         self.clears = 0
         self.errors: list[str] = []
         self.sent: list[float] = []
@@ -362,7 +362,7 @@ class Conn(asyncio.Protocol):
         elif payload.startswith(b'{"event":"clear"'):
             self.clears += 1
         elif payload.startswith(b'{"type":"log"'):
-            self.logs.append((now, json.loads(payload)["data"].encode()))
+            self.logs.append((now, json.loads(payload)["data"]))
         elif b'"error"' in payload or b'"failed"' in payload:
             self.errors.append(payload.decode()[:200])
 
@@ -471,8 +471,8 @@ async def run_client(port: int, protocol: str, sessions: int, turns: int, ramp_s
                 continue
             answered += 1
             latencies.append(reply[0] - eos)
-            pause = next((a for a, data in conn.logs if data == b"pause_detected" and eos <= a <= reply[0]), None)
-            starting = next((a for a, data in conn.logs if data == b"response_starting" and pause is not None and pause <= a <= reply[0]), None)
+            pause = next((a for a, data in conn.logs if data == "pause_detected" and eos <= a <= reply[0]), None)
+            starting = next((a for a, data in conn.logs if data == "response_starting" and pause is not None and pause <= a <= reply[0]), None)
             if pause is not None and starting is not None:
                 decided.append(pause - eos)
                 started.append(starting - pause)

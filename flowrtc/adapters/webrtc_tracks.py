@@ -389,6 +389,10 @@ class VideoOutputTrack(MediaStreamTrack):
         self._fresh.set()
 
 
+#: How long encoded frames gather before they go to the decoding thread as one batch.
+HAND_OVER_S = 0.005
+
+
 class _DecodeThread:
     """One worker thread and the batches handed to it (see :class:`AudioDecodeWorker`)."""
 
@@ -398,8 +402,7 @@ class _DecodeThread:
         self.stopping = False
         self._loop = loop
         self._deliver = deliver
-        self.thread = threading.Thread(target=self._run, name="flowrtc-audio-decode", daemon=True)
-        self.thread.start()
+        threading.Thread(target=self._run, name="flowrtc-audio-decode", daemon=True).start()
 
     def _run(self) -> None:
         while True:
@@ -424,7 +427,7 @@ class AudioDecodeWorker:
     and a new task per frame and peer. Decoding on the event loop instead costs it
     ~40 µs of libopus per frame, which on a busy server is the largest single item
     on the loop. This worker takes the middle way: the encoded frames that arrive
-    during one turn of the event loop go to one shared thread as **one batch**;
+    within ``HAND_OVER_S`` (5 ms) go to one shared thread as **one batch**;
     libopus runs there without the GIL, and the decoded frames of the whole batch
     come back in one ``call_soon_threadsafe``. Each receiver's frames are decoded
     in order, by one decoder. The thread runs while some receiver is live and ends
@@ -485,9 +488,6 @@ class AudioDecodeWorker:
                 decoder.track_queue.put_nowait(frame)
         self._stop_when_idle()
 
-
-#: How long encoded frames gather before they go to the decoding thread as one batch.
-HAND_OVER_S = 0.005
 
 _workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AudioDecodeWorker] = weakref.WeakKeyDictionary()
 
