@@ -216,30 +216,46 @@ class Session:
 
     # -- input ---------------------------------------------------------------------
     async def send(self, item: Any) -> None:
-        """Deliver one input item to the port its type belongs to.
+        """Deliver one input item to the port its type belongs to, waiting while that port is full.
 
         Raises :class:`~flowrtc.errors.SessionClosed` once the session has ended.
         """
-        if type(item) is AudioChunk:  # the usual case: a free slot takes it without a trip through the loop
-            try:
-                self._audio.put_nowait(item)
-                return
-            except anyio.WouldBlock:
-                pass
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                raise SessionClosed("the session has ended; it takes no more input") from None
-        if isinstance(item, VideoFrame):
-            await _put_input(self._video, item)
-        elif isinstance(item, (Event, str, dict)):
-            await self.send_message(item)
-        else:
-            await _put_input(self._audio, item)
+        channel, item = self._port_for(item)
+        try:  # the usual case: a free slot takes it without a trip through the loop
+            channel.put_nowait(item)
+            return
+        except anyio.WouldBlock:
+            pass
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise SessionClosed("the session has ended; it takes no more input") from None
+        await _put_input(channel, item)
+
+    def send_nowait(self, item: Any) -> None:
+        """Deliver one input item if its port has room now, without waiting.
+
+        For transports that deliver from a callback on the event loop. Raises
+        ``anyio.WouldBlock`` when the port is full (where :meth:`send` would wait)
+        and :class:`~flowrtc.errors.SessionClosed` once the session has ended.
+        """
+        channel, item = self._port_for(item)
+        try:
+            channel.put_nowait(item)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise SessionClosed("the session has ended; it takes no more input") from None
 
     async def send_message(self, message: Any) -> None:
         """Deliver a client message (wrapped as :class:`ClientMessage` unless already an event)."""
-        event = message if isinstance(message, Event) else ClientMessage(data=message)
-        channel = {"audio": self._audio, "video": self._video, "messages": self._messages}[self.graph.message_port]
-        await _put_input(channel, event)
+        await self.send(message if isinstance(message, Event) else ClientMessage(data=message))
+
+    def _port_for(self, item: Any) -> tuple[Channel, Any]:
+        if type(item) is AudioChunk:
+            return self._audio, item
+        if isinstance(item, VideoFrame):
+            return self._video, item
+        if isinstance(item, (Event, str, dict)):
+            event = item if isinstance(item, Event) else ClientMessage(data=item)
+            return {"audio": self._audio, "video": self._video, "messages": self._messages}[self.graph.message_port], event
+        return self._audio, item
 
     async def end_input(self) -> None:
         """No more input will come: the graph drains what it has and then ends."""

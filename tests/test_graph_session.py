@@ -155,6 +155,30 @@ async def test_audio_input_is_bounded_and_applies_backpressure(hello: AudioChunk
     assert [c.pts for c in out] == [f.pts for f in frames]
 
 
+async def test_send_nowait_takes_a_free_slot_or_says_it_would_block(hello: AudioChunk) -> None:
+    release = anyio.Event()
+
+    async def wait_for_release(audio: Any) -> Any:
+        await release.wait()
+        return audio
+
+    frames = audio_frames(hello)[:4]
+    async with Session(Graph(audio=handler(wait_for_release)), input_buffer=2, output_buffer=1) as session:
+        session.send_nowait(frames[0])
+        await wait_all_tasks_blocked()  # the handler holds the first frame
+        session.send_nowait(frames[1])
+        session.send_nowait(frames[2])
+        with pytest.raises(anyio.WouldBlock):
+            session.send_nowait(frames[3])  # the port is full: nothing is lost, the caller keeps the frame
+        assert session.statistics()["audio_in"] == 2
+        release.set()
+        await session.end_input()
+        out = [item async for item in session]
+    assert [c.pts for c in out] == [f.pts for f in frames[:3]]
+    with pytest.raises(SessionClosed):
+        session.send_nowait(frames[3])
+
+
 async def test_video_input_drops_the_oldest_frame_when_full() -> None:
     release = anyio.Event()
 

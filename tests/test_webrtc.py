@@ -33,7 +33,7 @@ from flowrtc import (
     resample,
 )
 from flowrtc.adapters.webrtc import WebRTCOptions, webrtc_transport
-from flowrtc.adapters.webrtc_tracks import AudioDecodeWorker, _SharedDecoder, decode_audio_shared
+from flowrtc.adapters.webrtc_tracks import CodecWorker, _SharedDecoder, decode_audio_shared
 from flowrtc.operators.core import scoped
 from flowrtc.session import current_session
 from flowrtc.stream import Stream
@@ -102,7 +102,10 @@ async def test_audio_echo_round_trip_on_recorded_speech() -> None:
             assert isinstance(decoder, _SharedDecoder)
             assert decoder._decoder.codec.layout.name == "mono"
             assert decoder.worker.running and decoder.worker.frames >= 100
-            assert [thread.name for thread in threading.enumerate()].count("flowrtc-audio-decode") == 1
+            assert [thread.name for thread in threading.enumerate()].count("flowrtc-codec") == 1
+            # An echo's frames are due as they come: encoded at once, on the loop (no time for the hand-over).
+            out = webrtc_transport(stream).peers[peer.webrtc_id].audio_out
+            assert out.encoded_on_loop >= 100 and out.encoded_ahead <= 5
             await asyncio.sleep(0.5)
             await peer.close()
             # The worker's thread ends with the last peer.
@@ -140,6 +143,8 @@ async def test_interrupt_flushes_unplayed_audio() -> None:
             await peer.connect(client)
             await peer.wait_connected()
             await asyncio.sleep(2.8)
+            # Queued frames are due later: encoded in the codec thread while they wait.
+            assert webrtc_transport(stream).peers[peer.webrtc_id].audio_out.encoded_ahead >= 40
             await peer.close()
         windows = [samples for _, samples in peer.audio_in if np.abs(samples).max() > 1000]
         spectra = [np.abs(np.fft.rfft(w.astype(np.float64))) for w in windows]
@@ -440,6 +445,8 @@ async def test_reply_on_pause_echo_demo_over_webrtc() -> None:
             assert await wait_for(lambda: peer.messages_of("fetch_output"), 8), peer.messages
             assert await wait_for(lambda: envelope(peer.received_audio()).max(initial=0) > 0.3 * envelope(clip.samples[0]).max(), 6)
             await asyncio.sleep(1.6)
+            # The reply is made faster than it plays: its frames were encoded in the codec thread.
+            assert webrtc_transport(stream).peers[peer.webrtc_id].audio_out.encoded_ahead >= 40
             await peer.close()
         received = envelope(peer.received_audio())
         start = int(np.argmax(received > 0.1 * received.max()))
@@ -545,6 +552,88 @@ async def test_decode_audio_shared_leaves_a_started_or_video_receiver_alone() ->
     assert not decode_audio_shared(object())
 
 
+async def test_output_track_encodes_queued_frames_in_the_codec_thread_and_stops_cleanly() -> None:
+    import av
+    from aiortc.mediastreams import MediaStreamError
+
+    from flowrtc.adapters.webrtc_tracks import AudioOutputTrack, codec_worker
+
+    t = np.arange(960 * 8) / 48000
+    tone = (8000 * np.sin(2 * np.pi * 600 * t)).astype(np.int16)
+
+    def frame(i: int) -> av.AudioFrame:
+        out = av.AudioFrame.from_ndarray(tone[None, 960 * i : 960 * (i + 1)].copy(), format="s16", layout="mono")
+        out.sample_rate = 48000
+        return out
+
+    track = AudioOutputTrack(queue_frames=10)
+    track.encode_opus(mono=True)
+    for i in range(6):
+        await track.put(frame(i))
+    packets = [await track.recv() for _ in range(6)]
+    # The first frame is due at once (encoded on the loop); the rest were queued ahead.
+    assert track.encoded_on_loop >= 1 and track.encoded_ahead >= 3
+    assert [p.pts for p in packets] == [960 * i for i in range(6)]
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.sample_rate, decoder.layout = 48000, "mono"
+    decoded = np.concatenate([f.to_ndarray().reshape(-1) for p in packets for f in decoder.decode(av.Packet(bytes(p)))])
+    spectrum = np.abs(np.fft.rfft(decoded[960 * 2 :].astype(np.float64)))
+    assert abs(np.argmax(spectrum) * 48000 / (decoded.size - 1920) - 600) < 30  # the tone comes back
+    # Stopped while a frame is in the codec thread: the sender gets MediaStreamError, and the thread ends.
+    await track.put(frame(6))
+    waiting = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.005)
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(waiting, 2)
+    assert await wait_for(lambda: not codec_worker().running, 5)
+
+
+async def test_audio_inlet_feeds_the_session_in_order_and_drops_the_oldest_when_it_lags() -> None:
+    """Decoded frames go straight into the session; while the graph is stuck, the newest
+    ``input_buffer_frames`` wait and older ones are dropped; the rest arrive in order."""
+    import av
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
+    from flowrtc.adapters.webrtc import _AudioInlet
+    from flowrtc.session import Session
+
+    release = asyncio.Event()
+
+    async def wait_for_release(audio: Any) -> Any:
+        await release.wait()
+        return audio
+
+    def frame(i: int) -> av.AudioFrame:
+        out = av.AudioFrame.from_ndarray(np.full((1, 960), i, np.int16), format="s16", layout="mono")
+        out.sample_rate = 48000
+        return out
+
+    async def collect(session: Session) -> list[Any]:
+        return [item async for item in session]
+
+    track = RemoteStreamTrack(kind="audio")
+    inlet = _AudioInlet(mono=True, size=3)
+    inlet.push(frame(0))  # before the session starts: kept in the backlog
+    async with Session(Graph(audio=handler(wait_for_release)), input_buffer=2, output_buffer=1) as session:
+        feeding = asyncio.ensure_future(inlet.run(session, track))
+        await wait_for(lambda: session.statistics()["audio_in"] == 0 and not inlet.backlog.queued, 5)
+        for i in range(1, 9):
+            inlet.push(frame(i))
+            await asyncio.sleep(0)
+        # 0 in the handler, 1 and 2 in the session, 3 being handed over, 6-8 in the backlog (4 and 5 dropped)
+        assert inlet.backlog.dropped == 2 and inlet.backlog.queued == 3
+        release.set()
+        await track._queue.put(None)  # the receiver stops
+        reading = asyncio.ensure_future(collect(session))
+        await asyncio.wait_for(feeding, 5)
+        await session.end_input()
+        out = await asyncio.wait_for(reading, 5)
+    values = [int(chunk.samples[0, 0]) for chunk in out]
+    assert values == [0, 1, 2, 3, 6, 7, 8]
+    assert [chunk.pts for chunk in out] == [960 * v for v in values]  # pts count samples received, dropped ones too
+
+
 async def test_shared_decoder_keeps_decoding_other_callers_after_one_fails() -> None:
     """One caller whose codec has no decoder, or whose packet is garbage, costs only that
     caller's audio: the thread that decodes everyone's keeps going, in each caller's order."""
@@ -553,7 +642,7 @@ async def test_shared_decoder_keeps_decoding_other_callers_after_one_fails() -> 
 
     from flowrtc.g711 import pcm16_to_mulaw
 
-    worker = AudioDecodeWorker(asyncio.get_running_loop())
+    worker = CodecWorker(asyncio.get_running_loop())
     pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
     opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
     bogus = RTCRtpCodecParameters(mimeType="audio/x-none", clockRate=8000, channels=1, payloadType=99)

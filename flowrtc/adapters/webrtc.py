@@ -5,9 +5,11 @@ The adapter only converts. Each peer connection is one
 
 * input: every decoded aiortc frame becomes an AudioChunk (48 kHz int16, mono
   unless the client declared stereo Opus; pts = samples received) or a
-  VideoFrame (bgr24) and goes to the session; the graph resamples. A reader
-  per track keeps aiortc's (unbounded) queue empty and hands frames on through
-  a bounded buffer that drops the oldest frame when the graph falls more than
+  VideoFrame (bgr24) and goes to the session; the graph resamples. Audio is
+  decoded in the loop's shared thread and each frame goes into the session
+  from that thread's callback (:class:`_AudioInlet`); video is read from
+  aiortc's (unbounded) queue by a task per track. Either way a bounded buffer
+  drops the oldest frame when the graph falls more than
   ``input_buffer_frames`` behind.
 * output: AudioChunks (what is queued joined, ``encode(catch_up_ms=)``) → 20 ms
   48 kHz frames → :class:`AudioOutputTrack` (bounded, paced by wall clock,
@@ -41,6 +43,7 @@ from flowrtc.adapters import OUTPUT_CATCH_UP_MS
 from flowrtc.adapters.messages import encode_message, to_wire
 from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, first_audio_codec, offered_kinds, parse_candidate, prefers_stereo
 from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame, decode_audio_shared
+from flowrtc.channel import Channel
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Error, Interrupt
 from flowrtc.hub import ConcurrencyLimitReached, ConnectionExists
@@ -103,6 +106,7 @@ class Peer:
     inbox: Any = None  # client messages for the session (bounded)
     rate: RateLimiter | None = None  # client messages per second (Stream.limits)
     stereo_input: bool = False  # the client declared stereo Opus (sprop-stereo=1)
+    inlets: dict[Any, _AudioInlet] = field(default_factory=dict)  # remote audio track -> its inlet
 
     def end(self, reason: str) -> None:
         if not self.ended.is_set():
@@ -124,6 +128,67 @@ class Peer:
     def _flush_pending(self) -> None:
         while self.pending and self.channel is not None and self.channel.readyState == "open":
             self.channel.send(self.pending.pop(0))
+
+
+class _AudioInlet:
+    """One remote audio track's decoded frames, put into the session as they come.
+
+    :meth:`push` is the shared decoding thread's callback (on the loop): each
+    frame becomes an AudioChunk and goes straight into the session's input when
+    it has room, with no task in between. Frames that find it full (or come
+    before the session starts) wait in ``backlog``, which drops the oldest past
+    ``size``, and :meth:`run` feeds them in order as the graph catches up.
+    """
+
+    __slots__ = ("mono", "pts", "session", "backlog", "draining")
+
+    def __init__(self, *, mono: bool, size: int) -> None:
+        self.mono = mono
+        self.pts = 0
+        self.session: Any = None
+        self.backlog = Channel(size, drop_oldest=True)
+        self.draining = False  # run() is handing a backlog frame over: later frames queue behind it
+
+    def push(self, frame: Any) -> None:
+        chunk = chunk_from_frame(frame, self.pts, mono=self.mono)
+        self.pts = chunk.end_pts
+        session = self.session
+        if session is not None and not self.draining and not self.backlog.queued:
+            try:
+                session.send_nowait(chunk)
+                return
+            except anyio.WouldBlock:
+                pass
+            except SessionClosed:
+                return
+        try:
+            self.backlog.put_nowait(chunk)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the track has ended
+
+    async def run(self, session: Any, track: Any) -> None:
+        """Feed ``session`` until ``track`` ends and the backlog is empty."""
+        self.session = session
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._watch_end, track)
+            async for chunk in self.backlog:
+                self.draining = True
+                try:
+                    await session.send(chunk)
+                except SessionClosed:
+                    group.cancel_scope.cancel()
+                    return
+                finally:
+                    self.draining = False
+
+    async def _watch_end(self, track: Any) -> None:
+        try:
+            while True:  # frames only come this way if the decoder hands them to the track
+                self.push(await track.recv())
+        except MediaStreamError:
+            pass
+        finally:
+            self.backlog.close_send()
 
 
 _transports: weakref.WeakKeyDictionary[Any, WebRTCTransport] = weakref.WeakKeyDictionary()
@@ -321,7 +386,9 @@ class WebRTCTransport:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio":
-                decode_audio_shared(transceiver.receiver, mono=not peer.stereo_input)
+                inlet = _AudioInlet(mono=not peer.stereo_input, size=max(1, self.options.input_buffer_frames))
+                if decode_audio_shared(transceiver.receiver, mono=inlet.mono, deliver=inlet.push):
+                    peer.inlets[transceiver.receiver.track] = inlet
         if stream.mode != "send":
             for transceiver in pc.getTransceivers():
                 kind = transceiver.kind
@@ -412,6 +479,10 @@ class WebRTCTransport:
                 pass
 
     async def _pump_track(self, peer: Peer, session: Any, track: Any) -> None:
+        inlet = peer.inlets.get(track)
+        if inlet is not None:
+            await inlet.run(session, track)
+            return
         size = max(1, self.options.input_buffer_frames)
         send, receive = anyio.create_memory_object_stream[Any](size)
 

@@ -14,8 +14,9 @@
   converts aiortc's decoded frames to AudioChunks.
 
 :func:`decode_audio_shared` makes an aiortc audio receiver decode in one
-thread shared by every peer on the loop (:class:`AudioDecodeWorker`), in
-batches, instead of in a thread of its own.
+thread shared by every peer on the loop (:class:`CodecWorker`), in
+batches, instead of in a thread of its own; :class:`AudioOutputTrack` encodes
+its Opus in the same thread when the frame is not due yet.
 
 Importing this module replaces aiortc's per-sample Python loop that computes
 the audio level of every sent frame with an equivalent numpy function
@@ -31,6 +32,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -56,8 +58,8 @@ __all__ = [
     "chunk_from_frame",
     "AudioOutputTrack",
     "VideoOutputTrack",
-    "AudioDecodeWorker",
-    "audio_decode_worker",
+    "CodecWorker",
+    "codec_worker",
     "decode_audio_shared",
 ]
 
@@ -78,6 +80,10 @@ _MAX_AUDIO_LAG_S = 1.0
 # Nothing to play for longer than this is a pause (the RTP clock jumps over it);
 # shorter waits are a late producer (its frames keep the timeline and catch up).
 _MAX_PAUSE_KEPT_S = 0.2
+# A frame due at least this far ahead is encoded in the codec thread while the track waits
+# for its time (the hand-over gathers for 5 ms, then the batch is encoded); one due sooner,
+# as the first frame after a pause is, is encoded on the loop.
+_ENCODE_AHEAD_S = 0.010
 OPUS_BIT_RATE = 96000  # what aiortc's own Opus encoder uses
 _OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])  # an Opus packet of 20 ms of silence (CELT, RFC 6716 §3)
 _SILENCE = bytes(SAMPLES_PER_FRAME * 2 * 2)
@@ -206,15 +212,22 @@ class AudioOutputTrack(MediaStreamTrack):
         self.reanchors = 0
         self.idle_s = 0.0
         self._opus: av.CodecContext | None = None
+        self._encoder: _SharedEncoder | None = None
+        self._encoding: asyncio.Future[Any] | None = None  # the last frame handed to the codec thread
         #: whether the frames to :meth:`put` are mono (set by :meth:`encode_opus`)
         self.mono = False
+        #: frames encoded in the codec thread / on the event loop (they were due too soon)
+        self.encoded_ahead = 0
+        self.encoded_on_loop = 0
 
     def encode_opus(self, *, mono: bool = False) -> None:
         """Hand aiortc Opus packets instead of frames (call once Opus is negotiated).
 
-        aiortc would encode each frame in its thread pool and compute its level in
-        Python; encoding here, right before the frame is due, costs the event loop
-        about the same as that hop alone, and the packets carry our pts exactly.
+        aiortc would encode each frame in its thread pool (a hop per frame) and
+        compute its level in Python. Here a frame that is due ``_ENCODE_AHEAD_S``
+        or more ahead is encoded in the loop's :class:`CodecWorker` while the
+        track waits for its time, and one due sooner (the first after a pause) on
+        the loop; the packets carry our pts exactly. Call on the event loop.
         ``mono``: the frames put are mono and are coded as mono Opus (what a receiver
         that did not ask for ``stereo=1`` prefers, RFC 7587; ~40 % less encoding work).
         """
@@ -227,6 +240,7 @@ class AudioOutputTrack(MediaStreamTrack):
         codec.time_base = _AUDIO_TIME_BASE
         codec.options = {"application": "voip"}
         self._opus = codec
+        self._encoder = _SharedEncoder(codec, codec_worker())
 
     @property
     def queued(self) -> int:
@@ -278,21 +292,32 @@ class AudioOutputTrack(MediaStreamTrack):
         now = time.monotonic()
         if self._start is None:
             self._start = now
-        due = self._start + self._pts / AUDIO_RATE
+        pts = self._pts
+        due = self._start + pts / AUDIO_RATE
         if now - due > _MAX_AUDIO_LAG_S:
-            self._start = now - self._pts / AUDIO_RATE
+            self._start = now - pts / AUDIO_RATE
             self.reanchors += 1
-        elif due > now:
-            await asyncio.sleep(due - now)
-        frame.pts = self._pts
+            due = now
+        frame.pts = pts
         frame.sample_rate = AUDIO_RATE
         frame.time_base = _AUDIO_TIME_BASE
         self._pts += frame.samples
-        if self._opus is None:
+        encoder = self._encoder
+        pending = None
+        if encoder is not None and (due - now >= _ENCODE_AHEAD_S or (self._encoding is not None and not self._encoding.done())):
+            pending = self._encoding = encoder.submit(frame)
+            self.encoded_ahead += 1
+        if due > now:
+            await asyncio.sleep(due - now)
+        if encoder is None:
             return frame
-        packets = self._opus.encode(frame)
+        if pending is not None:
+            packets = await pending
+        else:
+            packets = encoder.codec.encode(frame)
+            self.encoded_on_loop += 1
         packet = packets[0] if packets else av.Packet(_OPUS_SILENCE)
-        packet.pts = frame.pts
+        packet.pts = pts
         packet.time_base = _AUDIO_TIME_BASE
         return packet
 
@@ -328,6 +353,8 @@ class AudioOutputTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._frames.close()
+        if self._encoder is not None:
+            self._encoder.close()
 
 
 class VideoOutputTrack(MediaStreamTrack):
@@ -389,20 +416,20 @@ class VideoOutputTrack(MediaStreamTrack):
         self._fresh.set()
 
 
-#: How long encoded frames gather before they go to the decoding thread as one batch.
+#: How long frames gather before they go to the codec thread as one batch.
 HAND_OVER_S = 0.005
 
 
-class _DecodeThread:
-    """One worker thread and the batches handed to it (see :class:`AudioDecodeWorker`)."""
+class _CodecThread:
+    """One worker thread and the batches handed to it (see :class:`CodecWorker`)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Any) -> None:
-        self.batches: deque[list[tuple[_SharedDecoder, object]]] = deque()
+        self.batches: deque[list[tuple[Any, object]]] = deque()
         self.wake = threading.Event()
         self.stopping = False
         self._loop = loop
         self._deliver = deliver
-        threading.Thread(target=self._run, name="flowrtc-audio-decode", daemon=True).start()
+        threading.Thread(target=self._run, name="flowrtc-codec", daemon=True).start()
 
     def _run(self) -> None:
         while True:
@@ -410,7 +437,7 @@ class _DecodeThread:
             self.wake.clear()
             while self.batches:
                 batch = self.batches.popleft()
-                results = [(decoder, decoder.decode(item)) for decoder, item in batch]
+                results = [(job, job.work(item)) for job, item in batch]
                 try:
                     self._loop.call_soon_threadsafe(self._deliver, results)
                 except RuntimeError:  # the loop is closed: nobody is left to hear it
@@ -419,47 +446,51 @@ class _DecodeThread:
                 return
 
 
-class AudioDecodeWorker:
-    """Decodes the incoming audio of every WebRTC peer on one event loop, in one thread.
+class CodecWorker:
+    """Decodes and encodes the audio of every WebRTC peer on one event loop, in one thread.
 
     aiortc gives each receiver a decoding thread of its own that hands back every
     20 ms frame with ``run_coroutine_threadsafe``: a thread wake-up, a GIL hand-over
-    and a new task per frame and peer. Decoding on the event loop instead costs it
-    ~40 µs of libopus per frame, which on a busy server is the largest single item
-    on the loop. This worker takes the middle way: the encoded frames that arrive
-    within ``HAND_OVER_S`` (5 ms) go to one shared thread as **one batch**;
-    libopus runs there without the GIL, and the decoded frames of the whole batch
-    come back in one ``call_soon_threadsafe``. Each receiver's frames are decoded
-    in order, by one decoder. The thread runs while some receiver is live and ends
-    with the last one.
+    and a new task per frame and peer. Coding on the event loop instead costs it
+    ~40 µs of libopus per frame decoded and ~100 µs per frame encoded, the largest
+    items on a busy server's loop. This worker takes the middle way: the frames
+    that arrive within ``HAND_OVER_S`` (5 ms) go to one shared thread as **one
+    batch**; libopus runs there without the GIL, and the results of the whole
+    batch come back in one ``call_soon_threadsafe``.
+
+    A *job* is one peer's decoder (:func:`decode_audio_shared`) or encoder
+    (:class:`AudioOutputTrack`): ``job.work(item)`` runs in the thread (and
+    never raises), ``job.done(result)`` on the loop unless ``job.stopped`` is
+    set by then. Each job's items are worked in order. The thread runs while
+    some job is live and ends with the last one.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._pending: list[tuple[_SharedDecoder, object]] = []
+        self._pending: list[tuple[Any, object]] = []
         self._scheduled = False
-        self._live: set[_SharedDecoder] = set()
-        self._worker: _DecodeThread | None = None
-        #: batches handed to the thread so far, and frames in them (for benchmarks and tests)
+        self._live: set[Any] = set()
+        self._worker: _CodecThread | None = None
+        #: batches handed to the thread so far, and items in them (for benchmarks and tests)
         self.batches = 0
         self.frames = 0
 
     @property
     def running(self) -> bool:
-        """Whether the decoding thread is running."""
+        """Whether the thread is running."""
         return self._worker is not None
 
-    def submit(self, decoder: _SharedDecoder, item: object) -> None:
-        """Queue an encoded frame for ``decoder``; call on the loop."""
-        self._live.add(decoder)
-        self._pending.append((decoder, item))
+    def submit(self, job: Any, item: object) -> None:
+        """Queue ``item`` for ``job``; call on the loop."""
+        self._live.add(job)
+        self._pending.append((job, item))
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_later(HAND_OVER_S, self._hand_over)
 
-    def retire(self, decoder: _SharedDecoder) -> None:
-        """``decoder``'s receiver stopped: frames still in the thread for it are dropped."""
-        self._live.discard(decoder)
+    def retire(self, job: Any) -> None:
+        """``job`` is done: results still to come for it are dropped."""
+        self._live.discard(job)
         self._stop_when_idle()
 
     def _stop_when_idle(self) -> None:
@@ -474,31 +505,69 @@ class AudioDecodeWorker:
         if not batch:
             return
         if self._worker is None:
-            self._worker = _DecodeThread(self._loop, self._deliver)
+            self._worker = _CodecThread(self._loop, self._deliver)
         self.batches += 1
         self.frames += len(batch)
         self._worker.batches.append(batch)
         self._worker.wake.set()
 
-    def _deliver(self, results: list[tuple[_SharedDecoder, Any]]) -> None:
-        for decoder, frames in results:
-            if decoder.stopped.is_set():
-                continue
-            for frame in frames:
-                decoder.track_queue.put_nowait(frame)
+    def _deliver(self, results: list[tuple[Any, Any]]) -> None:
+        for job, result in results:
+            if not job.stopped.is_set():
+                job.done(result)
         self._stop_when_idle()
 
 
-_workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AudioDecodeWorker] = weakref.WeakKeyDictionary()
+_workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CodecWorker] = weakref.WeakKeyDictionary()
 
 
-def audio_decode_worker(loop: asyncio.AbstractEventLoop | None = None) -> AudioDecodeWorker:
-    """The :class:`AudioDecodeWorker` of ``loop`` (default: the running loop)."""
+def codec_worker(loop: asyncio.AbstractEventLoop | None = None) -> CodecWorker:
+    """The :class:`CodecWorker` of ``loop`` (default: the running loop)."""
     loop = loop or asyncio.get_running_loop()
     worker = _workers.get(loop)
     if worker is None:
-        worker = _workers[loop] = AudioDecodeWorker(loop)
+        worker = _workers[loop] = CodecWorker(loop)
     return worker
+
+
+class _SharedEncoder:
+    """An :class:`AudioOutputTrack`'s Opus encoder, run as a job of the loop's :class:`CodecWorker`."""
+
+    def __init__(self, codec: av.CodecContext, worker: CodecWorker) -> None:
+        self.codec = codec
+        self.worker = worker
+        self.stopped = threading.Event()
+        self._futures: set[asyncio.Future[Any]] = set()
+
+    def submit(self, frame: av.AudioFrame) -> asyncio.Future[Any]:
+        """The packets of ``frame``, encoded in the worker's thread after every frame submitted before it."""
+        future = asyncio.get_running_loop().create_future()
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        self.worker.submit(self, (frame, future))
+        return future
+
+    def work(self, item: Any) -> Any:
+        frame, future = item
+        try:
+            return future, self.codec.encode(frame)
+        except Exception:  # noqa: BLE001 - never let one track stop the thread; this frame goes out as silence
+            logger.warning("audio frame not encoded", exc_info=True)
+            return future, []
+
+    def done(self, result: Any) -> None:
+        future, packets = result
+        if not future.done():
+            future.set_result(packets)
+
+    def close(self) -> None:
+        """The track stopped: whoever waits for a packet gets ``MediaStreamError``."""
+        self.stopped.set()
+        self.worker.retire(self)
+        for future in list(self._futures):
+            if not future.done():
+                future.set_exception(MediaStreamError())
+                future.exception()  # retrieved: nobody may be waiting for it
 
 
 class _SharedDecoder:
@@ -506,14 +575,16 @@ class _SharedDecoder:
 
     ``put`` (called by the receiver on the event loop, one encoded frame at a time,
     as it leaves the jitter buffer) passes the frame to the loop's
-    :class:`AudioDecodeWorker`; the decoded frames land on the receiver's track.
+    :class:`CodecWorker`; the decoded frames land on the receiver's track,
+    or go to ``deliver`` when one is given.
     The thread aiortc still starts finds nothing in ``get`` until the receiver
     stops, and then ends the track as it always does.
     """
 
-    def __init__(self, worker: AudioDecodeWorker, track_queue: asyncio.Queue[object], mono: bool) -> None:
+    def __init__(self, worker: CodecWorker, track_queue: asyncio.Queue[object], mono: bool, deliver: Callable[[av.AudioFrame], None] | None = None) -> None:
         self.worker = worker
         self.track_queue = track_queue
+        self.deliver = deliver
         self.mono = mono
         self.stopped = threading.Event()
         self._decoder: object | None = None  # used by the worker's thread only
@@ -529,7 +600,7 @@ class _SharedDecoder:
             return
         self.worker.submit(self, item)
 
-    def decode(self, item: object) -> Any:
+    def work(self, item: object) -> Any:
         """Decode one encoded frame (in the worker's thread)."""
         codec, encoded_frame = item  # type: ignore[misc]
         if codec.name != self._codec_name:
@@ -552,22 +623,35 @@ class _SharedDecoder:
             logger.warning("audio frame not decoded", exc_info=True)
         return ()
 
+    def done(self, frames: Any) -> None:
+        """Hand the decoded frames on (on the loop)."""
+        deliver = self.deliver
+        if deliver is None:
+            for frame in frames:
+                self.track_queue.put_nowait(frame)
+        else:
+            for frame in frames:
+                deliver(frame)
+
     def get(self, *args: object, **kwargs: object) -> None:
         self.stopped.wait()
 
 
-def decode_audio_shared(receiver: object, *, mono: bool = False) -> bool:
-    """Make an aiortc audio ``RTCRtpReceiver`` decode in the loop's shared :class:`AudioDecodeWorker`.
+def decode_audio_shared(receiver: object, *, mono: bool = False, deliver: Callable[[av.AudioFrame], None] | None = None) -> bool:
+    """Make an aiortc audio ``RTCRtpReceiver`` decode in the loop's shared :class:`CodecWorker`.
 
     Call it on the event loop, before the connection is established (before
     aiortc starts the receiver). ``mono``: decode Opus to one channel (the peer
-    sends mono). Returns ``False`` and leaves the receiver alone if it has
-    started already or this aiortc version is laid out differently.
+    sends mono). ``deliver``: called on the loop with each decoded frame, in
+    order, instead of queueing it on the receiver's track (whose ``recv`` then
+    only reports the end); that saves a consumer task's wake-up per frame.
+    Returns ``False`` and leaves the receiver alone if it has started already or
+    this aiortc version is laid out differently.
     """
     track = getattr(receiver, "_track", None)
     if getattr(receiver, "_RTCRtpReceiver__decoder_thread", True) is not None or track is None or track.kind != "audio":
         return False
     if not isinstance(getattr(track, "_queue", None), asyncio.Queue) or not hasattr(receiver, "_RTCRtpReceiver__decoder_queue"):
         return False
-    receiver._RTCRtpReceiver__decoder_queue = _SharedDecoder(audio_decode_worker(), track._queue, mono)  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__decoder_queue = _SharedDecoder(codec_worker(), track._queue, mono, deliver)  # type: ignore[attr-defined]
     return True
