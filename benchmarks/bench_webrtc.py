@@ -108,7 +108,7 @@ def thread_cpu() -> dict[str, float]:
         except OSError:  # the thread ended since the listing
             continue
         name = names.get(int(task.name), "other")
-        kind = "decoder" if name.endswith("-decoder") or name == "flowrtc-audio-decode" else "event loop" if name == "MainThread" else "worker" if "ThreadPool" in name or "AnyIO" in name else name.split("-")[0]
+        kind = "decoder" if name.endswith("-decoder") or name == "flowrtc-codec" else "event loop" if name == "MainThread" else "worker" if "ThreadPool" in name or "AnyIO" in name else name.split("-")[0]
         usage[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return dict(usage)
 

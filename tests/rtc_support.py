@@ -99,8 +99,8 @@ def open_peer_connections() -> list[RTCPeerConnection]:
 
 
 def media_threads() -> list[str]:
-    """aiortc's per-track decoder threads still running."""
-    return [thread.name for thread in threading.enumerate() if thread.name.endswith("-decoder")]
+    """aiortc's per-track decoder threads, and flowrtc's shared codec thread, still running."""
+    return [thread.name for thread in threading.enumerate() if thread.name.endswith("-decoder") or thread.name == "flowrtc-codec"]
 
 
 async def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
