@@ -140,6 +140,8 @@ def serve(port: int, kind: str, loop: str) -> None:
             "primers": sum(p["audio_primers"] for p in peers.values()),
             "played_frames": sum(p["audio_played"] for p in peers.values()),
             "reanchors": sum(p["audio_reanchors"] for p in peers.values()),
+            "encoded_ahead": sum(p["audio_encoded_ahead"] for p in peers.values()),
+            "encoded_on_loop": sum(p["audio_encoded_on_loop"] for p in peers.values()),
             "loop_lag_p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
             "max_audio_queued": max((p["audio_queued"] for p in peers.values()), default=0),
             "max_session_audio_in": max((s.statistics()["audio_in"] for i in stream.hub.ids() if (s := stream.hub.session(i))), default=0),
@@ -436,6 +438,8 @@ def run_load(base: str, kind: str, peers_n: int, seconds: float, turn_s: float, 
         "pauses": after["primers"] - before["primers"],
         "played_frames": after["played_frames"] - before["played_frames"],
         "reanchors": after["reanchors"] - before["reanchors"],
+        "encoded_ahead": after["encoded_ahead"] - before["encoded_ahead"],
+        "encoded_on_loop": after["encoded_on_loop"] - before["encoded_on_loop"],
         "loop_lag_p99_ms": after["loop_lag_p99_ms"],
     }
 

@@ -303,7 +303,7 @@ class WebRTCTransport:
         return True
 
     def statistics(self) -> dict[str, Any]:
-        """Per-peer counters (queue depth, frames played, pauses, clock re-anchors) for monitoring."""
+        """Per-peer counters (queue depth, frames played, pauses, clock re-anchors, where Opus was encoded) for monitoring."""
         stats: dict[str, Any] = {}
         for webrtc_id, peer in self.peers.items():
             audio = peer.audio_out
@@ -314,6 +314,8 @@ class WebRTCTransport:
                 "audio_primers": audio.primers if audio else 0,
                 "audio_idle_s": audio.idle_s if audio else 0.0,
                 "audio_reanchors": audio.reanchors if audio else 0,
+                "audio_encoded_ahead": audio.encoded_ahead if audio else 0,
+                "audio_encoded_on_loop": audio.encoded_on_loop if audio else 0,
                 "video_sent": peer.video_out.frames_sent if peer.video_out else 0,
             }
         return stats

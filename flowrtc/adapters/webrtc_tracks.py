@@ -80,9 +80,8 @@ _MAX_AUDIO_LAG_S = 1.0
 # Nothing to play for longer than this is a pause (the RTP clock jumps over it);
 # shorter waits are a late producer (its frames keep the timeline and catch up).
 _MAX_PAUSE_KEPT_S = 0.2
-# A frame due at least this far ahead is encoded in the codec thread while the track waits
-# for its time (the hand-over gathers for 5 ms, then the batch is encoded); one due sooner,
-# as the first frame after a pause is, is encoded on the loop.
+# A frame not yet handed to the codec thread that is due sooner than this is encoded on the
+# loop: the hand-over gathers frames for 5 ms before the thread encodes them.
 _ENCODE_AHEAD_S = 0.010
 OPUS_BIT_RATE = 96000  # what aiortc's own Opus encoder uses
 _OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])  # an Opus packet of 20 ms of silence (CELT, RFC 6716 §3)
@@ -205,18 +204,18 @@ class AudioOutputTrack(MediaStreamTrack):
         self._frames = Channel(max(1, queue_frames))
         self._pts = 0
         self._start: float | None = None
-        self._held: av.AudioFrame | None = None
+        self._held: Any = None  # a frame kept back behind a primer (codecs aiortc encodes)
         self.frames_played = 0
         self.primers = 0
         self.frames_flushed = 0
         self.reanchors = 0
         self.idle_s = 0.0
-        self._opus: av.CodecContext | None = None
         self._encoder: _SharedEncoder | None = None
         self._encoding: asyncio.Future[Any] | None = None  # the last frame handed to the codec thread
+        self._ahead: tuple[av.AudioFrame, asyncio.Future[Any]] | None = None  # the queued frame handed over early
         #: whether the frames to :meth:`put` are mono (set by :meth:`encode_opus`)
         self.mono = False
-        #: frames encoded in the codec thread / on the event loop (they were due too soon)
+        #: Opus frames encoded in the codec thread (queued behind others) / on the event loop (due at once)
         self.encoded_ahead = 0
         self.encoded_on_loop = 0
 
@@ -224,10 +223,11 @@ class AudioOutputTrack(MediaStreamTrack):
         """Hand aiortc Opus packets instead of frames (call once Opus is negotiated).
 
         aiortc would encode each frame in its thread pool (a hop per frame) and
-        compute its level in Python. Here a frame that is due ``_ENCODE_AHEAD_S``
-        or more ahead is encoded in the loop's :class:`CodecWorker` while the
-        track waits for its time, and one due sooner (the first after a pause) on
-        the loop; the packets carry our pts exactly. Call on the event loop.
+        compute its level in Python. Here the frame queued next is encoded in the
+        loop's :class:`CodecWorker` while the one before it waits for its time; a
+        frame due at once (the first after a pause, or a live echo) is encoded on
+        the loop, so encoding never delays a frame. The packets carry our pts
+        exactly. Call on the event loop.
         ``mono``: the frames put are mono and are coded as mono Opus (what a receiver
         that did not ask for ``stereo=1`` prefers, RFC 7587; ~40 % less encoding work).
         """
@@ -239,7 +239,6 @@ class AudioOutputTrack(MediaStreamTrack):
         codec.sample_rate = AUDIO_RATE
         codec.time_base = _AUDIO_TIME_BASE
         codec.options = {"application": "voip"}
-        self._opus = codec
         self._encoder = _SharedEncoder(codec, codec_worker())
 
     @property
@@ -298,30 +297,54 @@ class AudioOutputTrack(MediaStreamTrack):
             self._start = now - pts / AUDIO_RATE
             self.reanchors += 1
             due = now
-        frame.pts = pts
-        frame.sample_rate = AUDIO_RATE
-        frame.time_base = _AUDIO_TIME_BASE
         self._pts += frame.samples
-        encoder = self._encoder
-        pending = None
-        if encoder is not None and (due - now >= _ENCODE_AHEAD_S or (self._encoding is not None and not self._encoding.done())):
-            pending = self._encoding = encoder.submit(frame)
-            self.encoded_ahead += 1
+        if self._encoder is None:  # aiortc encodes: the frame carries the timeline
+            frame.pts = pts
+            frame.sample_rate = AUDIO_RATE
+            frame.time_base = _AUDIO_TIME_BASE
+            if due > now:
+                await asyncio.sleep(due - now)
+            return frame
+        # The frame may be in the codec thread now: it is not touched here, the packet gets the pts.
+        encoded = self._encode(frame, due - now)
         if due > now:
             await asyncio.sleep(due - now)
-        if encoder is None:
-            return frame
-        if pending is not None:
-            packets = await pending
-        else:
-            packets = encoder.codec.encode(frame)
-            self.encoded_on_loop += 1
+        packets = encoded if type(encoded) is list else await encoded
         packet = packets[0] if packets else av.Packet(_OPUS_SILENCE)
         packet.pts = pts
         packet.time_base = _AUDIO_TIME_BASE
         return packet
 
-    async def _after_idle(self) -> av.AudioFrame:
+    def _encode(self, frame: av.AudioFrame, lead_s: float) -> Any:
+        """``frame``'s packets, or a future of them; and the next queued frame handed to the codec thread.
+
+        Frames go to the thread one ahead of the one being played, in queue order, so
+        each is encoded while the one before it waits for its time. A frame nobody
+        handed over yet is encoded on the loop when it is due within ``_ENCODE_AHEAD_S``
+        (the first after a pause, a live echo) and nothing of this track is still in
+        the thread; the thread's 5 ms gather would make it late.
+        """
+        encoder = self._encoder
+        assert encoder is not None
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] is frame:
+            encoded = ahead[1]
+        elif lead_s < _ENCODE_AHEAD_S and (self._encoding is None or self._encoding.done()):
+            encoded = encoder.codec.encode(frame)
+            self.encoded_on_loop += 1
+        else:
+            encoded = self._encoding = encoder.submit(frame)
+            self.encoded_ahead += 1
+        try:
+            following = self._frames.peek_nowait()
+        except anyio.WouldBlock:
+            return encoded
+        self._encoding = encoder.submit(following)
+        self._ahead = (following, self._encoding)
+        self.encoded_ahead += 1
+        return encoded
+
+    async def _after_idle(self) -> Any:
         """Wait for the next frame; after a real pause, move the clock to now.
 
         A short wait (the producer was a little late, or the loop stalled) keeps
@@ -333,20 +356,20 @@ class AudioOutputTrack(MediaStreamTrack):
         """
         waited = time.monotonic()
         try:
-            frame = await self._frames.receive()
+            item = await self._frames.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise MediaStreamError from None
         now = time.monotonic()
         self.idle_s += now - waited
         if self._start is None:
-            return frame
+            return item
         behind_s = now - (self._start + self._pts / AUDIO_RATE)
         if behind_s <= _MAX_PAUSE_KEPT_S:
-            return frame
+            return item
         self._pts += int(behind_s * AUDIO_RATE)
-        if self._opus is not None:  # our packets carry the new pts as they are
-            return frame
-        self._held = frame
+        if self._encoder is not None:  # our packets carry the new pts as they are
+            return item
+        self._held = item
         self.primers += 1
         return _silence_frame()
 
