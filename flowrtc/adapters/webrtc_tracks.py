@@ -211,8 +211,7 @@ class AudioOutputTrack(MediaStreamTrack):
         self.reanchors = 0
         self.idle_s = 0.0
         self._encoder: _SharedEncoder | None = None
-        self._encoding: asyncio.Future[Any] | None = None  # the last frame handed to the codec thread
-        self._ahead: tuple[av.AudioFrame, asyncio.Future[Any]] | None = None  # the queued frame handed over early
+        self._ahead: tuple[av.AudioFrame, _Encoded] | None = None  # the queued frame handed over early
         #: whether the frames to :meth:`put` are mono (set by :meth:`encode_opus`)
         self.mono = False
         #: Opus frames encoded in the codec thread (queued behind others) / on the event loop (due at once)
@@ -309,14 +308,16 @@ class AudioOutputTrack(MediaStreamTrack):
         encoded = self._encode(frame, due - now)
         if due > now:
             await asyncio.sleep(due - now)
-        packets = encoded if type(encoded) is list else await encoded
+            if self.readyState != "live":  # stopped while waiting: nothing more goes out
+                raise MediaStreamError
+        packets = encoded if type(encoded) is list else encoded.packets or await encoded.wait()
         packet = packets[0] if packets else av.Packet(_OPUS_SILENCE)
         packet.pts = pts
         packet.time_base = _AUDIO_TIME_BASE
         return packet
 
     def _encode(self, frame: av.AudioFrame, lead_s: float) -> Any:
-        """``frame``'s packets, or a future of them; and the next queued frame handed to the codec thread.
+        """``frame``'s packets (or their :class:`_Encoded` holder); and hands the next queued frame to the codec thread.
 
         Frames go to the thread one ahead of the one being played, in queue order, so
         each is encoded while the one before it waits for its time. A frame nobody
@@ -329,18 +330,17 @@ class AudioOutputTrack(MediaStreamTrack):
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] is frame:
             encoded = ahead[1]
-        elif lead_s < _ENCODE_AHEAD_S and (self._encoding is None or self._encoding.done()):
+        elif lead_s < _ENCODE_AHEAD_S and not encoder.busy:
             encoded = encoder.codec.encode(frame)
             self.encoded_on_loop += 1
         else:
-            encoded = self._encoding = encoder.submit(frame)
+            encoded = encoder.submit(frame)
             self.encoded_ahead += 1
         try:
             following = self._frames.peek_nowait()
         except anyio.WouldBlock:
             return encoded
-        self._encoding = encoder.submit(following)
-        self._ahead = (following, self._encoding)
+        self._ahead = (following, encoder.submit(following))
         self.encoded_ahead += 1
         return encoded
 
@@ -553,6 +553,29 @@ def codec_worker(loop: asyncio.AbstractEventLoop | None = None) -> CodecWorker:
     return worker
 
 
+class _Encoded:
+    """The packets of one frame handed to the codec thread: set by the thread when encoded.
+
+    The track reads ``packets`` when the frame is due, so a frame encoded in time never
+    waits for the loop to run the batch's callback; only a frame still in the thread
+    then gets a ``waiter``, resolved by that callback.
+    """
+
+    __slots__ = ("packets", "waiter")
+
+    def __init__(self) -> None:
+        self.packets: list[av.Packet] | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    async def wait(self) -> list[av.Packet]:
+        if self.packets is None:
+            self.waiter = asyncio.get_running_loop().create_future()
+            if self.packets is None:  # (the thread may have finished in between)
+                await self.waiter
+        assert self.packets is not None
+        return self.packets
+
+
 class _SharedEncoder:
     """An :class:`AudioOutputTrack`'s Opus encoder, run as a job of the loop's :class:`CodecWorker`."""
 
@@ -560,37 +583,47 @@ class _SharedEncoder:
         self.codec = codec
         self.worker = worker
         self.stopped = threading.Event()
-        self._futures: set[asyncio.Future[Any]] = set()
+        self._in_thread: deque[_Encoded] = deque()  # submitted, in order; the oldest are done first
 
-    def submit(self, frame: av.AudioFrame) -> asyncio.Future[Any]:
-        """The packets of ``frame``, encoded in the worker's thread after every frame submitted before it."""
-        future = asyncio.get_running_loop().create_future()
-        self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
-        self.worker.submit(self, (frame, future))
-        return future
+    def submit(self, frame: av.AudioFrame) -> _Encoded:
+        """Encode ``frame`` in the worker's thread, after every frame submitted before it."""
+        encoded = _Encoded()
+        self._in_thread.append(encoded)
+        self.worker.submit(self, (frame, encoded))
+        return encoded
+
+    @property
+    def busy(self) -> bool:
+        """Whether the thread may still be encoding a frame of this track (the codec is not free)."""
+        while self._in_thread and self._in_thread[0].packets is not None:
+            self._in_thread.popleft()
+        return bool(self._in_thread)
 
     def work(self, item: Any) -> Any:
-        frame, future = item
+        frame, encoded = item
         try:
-            return future, self.codec.encode(frame)
+            packets = self.codec.encode(frame)
         except Exception:  # noqa: BLE001 - never let one track stop the thread; this frame goes out as silence
             logger.warning("audio frame not encoded", exc_info=True)
-            return future, []
+            packets = []
+        encoded.packets = packets
+        return encoded
 
-    def done(self, result: Any) -> None:
-        future, packets = result
-        if not future.done():
-            future.set_result(packets)
+    def done(self, encoded: Any) -> None:
+        waiter = encoded.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self) -> None:
         """The track stopped: whoever waits for a packet gets ``MediaStreamError``."""
         self.stopped.set()
         self.worker.retire(self)
-        for future in list(self._futures):
-            if not future.done():
-                future.set_exception(MediaStreamError())
-                future.exception()  # retrieved: nobody may be waiting for it
+        for encoded in self._in_thread:
+            waiter = encoded.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(MediaStreamError())
+                waiter.exception()  # retrieved: nobody may be waiting for it
+        self._in_thread.clear()
 
 
 class _SharedDecoder:
