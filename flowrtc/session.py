@@ -220,15 +220,12 @@ class Session:
 
         Raises :class:`~flowrtc.errors.SessionClosed` once the session has ended.
         """
-        channel, item = self._port_for(item)
         try:  # the usual case: a free slot takes it without a trip through the loop
-            channel.put_nowait(item)
+            self.send_nowait(item)
             return
         except anyio.WouldBlock:
             pass
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise SessionClosed("the session has ended; it takes no more input") from None
-        await _put_input(channel, item)
+        await _put_input(*self._port_for(item))
 
     def send_nowait(self, item: Any) -> None:
         """Deliver one input item if its port has room now, without waiting.

@@ -128,16 +128,21 @@ async def test_audio_and_video_pipelines_run_side_by_side(hello: AudioChunk) -> 
 
 
 # -- bounded channels -------------------------------------------------------------------------------
-async def test_audio_input_is_bounded_and_applies_backpressure(hello: AudioChunk) -> None:
-    release = anyio.Event()
+def held_until(release: anyio.Event) -> Any:
+    """A handler that keeps each frame until ``release`` is set."""
 
     async def wait_for_release(audio: Any) -> Any:
         await release.wait()
         return audio
 
+    return handler(wait_for_release)
+
+
+async def test_audio_input_is_bounded_and_applies_backpressure(hello: AudioChunk) -> None:
+    release = anyio.Event()
     frames = audio_frames(hello)[:6]
     sent: list[int] = []
-    async with Session(Graph(audio=handler(wait_for_release)), input_buffer=2, output_buffer=1) as session:
+    async with Session(Graph(audio=held_until(release)), input_buffer=2, output_buffer=1) as session:
 
         async def sender() -> None:
             for frame in frames:
@@ -157,13 +162,8 @@ async def test_audio_input_is_bounded_and_applies_backpressure(hello: AudioChunk
 
 async def test_send_nowait_takes_a_free_slot_or_says_it_would_block(hello: AudioChunk) -> None:
     release = anyio.Event()
-
-    async def wait_for_release(audio: Any) -> Any:
-        await release.wait()
-        return audio
-
     frames = audio_frames(hello)[:4]
-    async with Session(Graph(audio=handler(wait_for_release)), input_buffer=2, output_buffer=1) as session:
+    async with Session(Graph(audio=held_until(release)), input_buffer=2, output_buffer=1) as session:
         session.send_nowait(frames[0])
         await wait_all_tasks_blocked()  # the handler holds the first frame
         session.send_nowait(frames[1])

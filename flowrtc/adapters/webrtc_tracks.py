@@ -16,7 +16,7 @@
 :func:`decode_audio_shared` makes an aiortc audio receiver decode in one
 thread shared by every peer on the loop (:class:`CodecWorker`), in
 batches, instead of in a thread of its own; :class:`AudioOutputTrack` encodes
-its Opus in the same thread when the frame is not due yet.
+the frame queued next in the same thread while the one before it waits to be sent.
 
 Importing this module replaces aiortc's per-sample Python loop that computes
 the audio level of every sent frame with an equivalent numpy function
