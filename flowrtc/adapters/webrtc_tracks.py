@@ -16,7 +16,7 @@
 :func:`decode_audio_shared` makes an aiortc audio receiver decode in one
 thread shared by every peer on the loop (:class:`CodecWorker`), in
 batches, instead of in a thread of its own; :class:`AudioOutputTrack` encodes
-the frame queued next in the same thread while the one before it waits to be sent.
+a frame that is not due yet in the same thread while it waits to be sent.
 
 Importing this module replaces aiortc's per-sample Python loop that computes
 the audio level of every sent frame with an equivalent numpy function
@@ -211,10 +211,9 @@ class AudioOutputTrack(MediaStreamTrack):
         self.reanchors = 0
         self.idle_s = 0.0
         self._encoder: _SharedEncoder | None = None
-        self._ahead: tuple[av.AudioFrame, _Encoded] | None = None  # the queued frame handed over early
         #: whether the frames to :meth:`put` are mono (set by :meth:`encode_opus`)
         self.mono = False
-        #: Opus frames encoded in the codec thread (queued behind others) / on the event loop (due at once)
+        #: Opus frames encoded in the codec thread (due 10 ms or more ahead) / on the event loop (due sooner)
         self.encoded_ahead = 0
         self.encoded_on_loop = 0
 
@@ -222,9 +221,9 @@ class AudioOutputTrack(MediaStreamTrack):
         """Hand aiortc Opus packets instead of frames (call once Opus is negotiated).
 
         aiortc would encode each frame in its thread pool (a hop per frame) and
-        compute its level in Python. Here the frame queued next is encoded in the
-        loop's :class:`CodecWorker` while the one before it waits for its time; a
-        frame due at once (the first after a pause, or a live echo) is encoded on
+        compute its level in Python. Here a frame due 10 ms or more ahead is
+        encoded in the loop's :class:`CodecWorker` while the track waits for its
+        time; one due sooner (the first after a pause, a live echo) is encoded on
         the loop, so encoding never delays a frame. The packets carry our pts
         exactly. Call on the event loop.
         ``mono``: the frames put are mono and are coded as mono Opus (what a receiver
@@ -317,32 +316,24 @@ class AudioOutputTrack(MediaStreamTrack):
         return packet
 
     def _encode(self, frame: av.AudioFrame, lead_s: float) -> Any:
-        """``frame``'s packets (or their :class:`_Encoded` holder); and hands the next queued frame to the codec thread.
+        """``frame``'s packets, or the :class:`_Encoded` holder they will be in.
 
-        Frames go to the thread one ahead of the one being played, in queue order, so
-        each is encoded while the one before it waits for its time. A frame nobody
-        handed over yet is encoded on the loop when it is due within ``_ENCODE_AHEAD_S``
-        (the first after a pause, a live echo) and nothing of this track is still in
-        the thread; the thread's 5 ms gather would make it late.
+        A frame due ``_ENCODE_AHEAD_S`` or more from now goes to the codec thread and
+        is encoded while the track waits for its time. One due sooner (the first
+        after a pause, a live echo, or the one after a frame the thread returned
+        late) is encoded here, on the loop, unless the thread still holds a frame of
+        this track: waiting for the thread would make it late, and on a loaded
+        server the thread can be slow to get the GIL back between two frames.
+        (Handing every frame over one frame ahead was tried: a late frame then made
+        every later one wait too, and the output fell behind real time.)
         """
         encoder = self._encoder
         assert encoder is not None
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] is frame:
-            encoded = ahead[1]
-        elif lead_s < _ENCODE_AHEAD_S and not encoder.busy:
-            encoded = encoder.codec.encode(frame)
+        if lead_s < _ENCODE_AHEAD_S and not encoder.busy:
             self.encoded_on_loop += 1
-        else:
-            encoded = encoder.submit(frame)
-            self.encoded_ahead += 1
-        try:
-            following = self._frames.peek_nowait()
-        except anyio.WouldBlock:
-            return encoded
-        self._ahead = (following, encoder.submit(following))
+            return encoder.codec.encode(frame)
         self.encoded_ahead += 1
-        return encoded
+        return encoder.submit(frame)
 
     async def _after_idle(self) -> Any:
         """Wait for the next frame; after a real pause, move the clock to now.
