@@ -105,7 +105,7 @@ async def test_audio_echo_round_trip_on_recorded_speech() -> None:
             assert [thread.name for thread in threading.enumerate()].count("flowrtc-codec") == 1
             # An echo's frames are due as they come: encoded at once, on the loop (no time for the hand-over).
             out = webrtc_transport(stream).peers[peer.webrtc_id].audio_out
-            assert out.encoded_on_loop >= 100 and out.encoded_ahead <= 5
+            assert out.encoded_on_loop >= 100 and out.encoded_ahead <= out.encoded_on_loop // 4  # (a burst after jitter may queue a few)
             await asyncio.sleep(0.5)
             await peer.close()
             # The worker's thread ends with the last peer.
@@ -582,9 +582,11 @@ async def test_output_track_encodes_queued_frames_in_the_codec_thread_and_stops_
     spectrum = np.abs(np.fft.rfft(decoded[960 * 2 :].astype(np.float64)))
     assert abs(np.argmax(spectrum) * 48000 / (decoded.size - 1920) - 600) < 30  # the tone comes back
     # Stopped while a frame is in the codec thread: the sender gets MediaStreamError, and the thread ends.
+    track._start += 0.2  # frame 6 is not due for 200 ms: it goes to the thread and the track waits
     await track.put(frame(6))
     waiting = asyncio.ensure_future(track.recv())
-    await asyncio.sleep(0.005)
+    await asyncio.sleep(0.02)
+    assert track.encoded_on_loop + track.encoded_ahead == 7 and not waiting.done()
     track.stop()
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(waiting, 2)
