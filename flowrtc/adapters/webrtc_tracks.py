@@ -204,7 +204,7 @@ class AudioOutputTrack(MediaStreamTrack):
         self._frames = Channel(max(1, queue_frames))
         self._pts = 0
         self._start: float | None = None
-        self._held: Any = None  # a frame kept back behind a primer (codecs aiortc encodes)
+        self._held: av.AudioFrame | None = None  # a frame kept back behind a primer (codecs aiortc encodes)
         self.frames_played = 0
         self.primers = 0
         self.frames_flushed = 0
@@ -300,23 +300,23 @@ class AudioOutputTrack(MediaStreamTrack):
             frame.pts = pts
             frame.sample_rate = AUDIO_RATE
             frame.time_base = _AUDIO_TIME_BASE
-            if due > now:
-                await asyncio.sleep(due - now)
-            return frame
-        # The frame may be in the codec thread now: it is not touched here, the packet gets the pts.
-        encoded = self._encode(frame, due - now)
+            encoded = None
+        else:  # the frame may be in the codec thread now: it is not touched; the packet gets the pts
+            encoded = self._encode(frame, due - now)
         if due > now:
             await asyncio.sleep(due - now)
             if self.readyState != "live":  # stopped while waiting: nothing more goes out
                 raise MediaStreamError
-        packets = encoded if type(encoded) is list else encoded.packets or await encoded.wait()
+        if encoded is None:
+            return frame
+        packets = await encoded.wait()
         packet = packets[0] if packets else av.Packet(_OPUS_SILENCE)
         packet.pts = pts
         packet.time_base = _AUDIO_TIME_BASE
         return packet
 
-    def _encode(self, frame: av.AudioFrame, lead_s: float) -> Any:
-        """``frame``'s packets, or the :class:`_Encoded` holder they will be in.
+    def _encode(self, frame: av.AudioFrame, lead_s: float) -> _Encoded:
+        """The :class:`_Encoded` holder of ``frame``'s packets (filled at once, or by the codec thread).
 
         A frame due ``_ENCODE_AHEAD_S`` or more from now goes to the codec thread and
         is encoded while the track waits for its time. One due sooner (the first
@@ -331,11 +331,11 @@ class AudioOutputTrack(MediaStreamTrack):
         assert encoder is not None
         if lead_s < _ENCODE_AHEAD_S and not encoder.busy:
             self.encoded_on_loop += 1
-            return encoder.codec.encode(frame)
+            return _Encoded(encoder.codec.encode(frame))
         self.encoded_ahead += 1
         return encoder.submit(frame)
 
-    async def _after_idle(self) -> Any:
+    async def _after_idle(self) -> av.AudioFrame:
         """Wait for the next frame; after a real pause, move the clock to now.
 
         A short wait (the producer was a little late, or the loop stalled) keeps
@@ -347,20 +347,20 @@ class AudioOutputTrack(MediaStreamTrack):
         """
         waited = time.monotonic()
         try:
-            item = await self._frames.receive()
+            frame = await self._frames.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise MediaStreamError from None
         now = time.monotonic()
         self.idle_s += now - waited
         if self._start is None:
-            return item
+            return frame
         behind_s = now - (self._start + self._pts / AUDIO_RATE)
         if behind_s <= _MAX_PAUSE_KEPT_S:
-            return item
+            return frame
         self._pts += int(behind_s * AUDIO_RATE)
         if self._encoder is not None:  # our packets carry the new pts as they are
-            return item
-        self._held = item
+            return frame
+        self._held = frame
         self.primers += 1
         return _silence_frame()
 
@@ -545,7 +545,7 @@ def codec_worker(loop: asyncio.AbstractEventLoop | None = None) -> CodecWorker:
 
 
 class _Encoded:
-    """The packets of one frame handed to the codec thread: set by the thread when encoded.
+    """The packets of one frame: given at once, or set by the codec thread when encoded.
 
     The track reads ``packets`` when the frame is due, so a frame encoded in time never
     waits for the loop to run the batch's callback; only a frame still in the thread
@@ -554,11 +554,12 @@ class _Encoded:
 
     __slots__ = ("packets", "waiter")
 
-    def __init__(self) -> None:
-        self.packets: list[av.Packet] | None = None
+    def __init__(self, packets: list[av.Packet] | None = None) -> None:
+        self.packets = packets
         self.waiter: asyncio.Future[None] | None = None
 
     async def wait(self) -> list[av.Packet]:
+        """The packets, once encoded (at once if they are)."""
         if self.packets is None:
             self.waiter = asyncio.get_running_loop().create_future()
             if self.packets is None:  # (the thread may have finished in between)
