@@ -37,6 +37,10 @@ in media time (deterministic):
 * **music**: replies per minute of music on hold.
 
 The nine tuning sentences are measured the same way (energy ground truth) for comparison.
+
+``--pauses 352,384,416,448`` measures instead, for each turn-end pause, the held-out turn
+latency and splits against the tuning sentence pairs joined by 0.25/0.30/0.35 s gaps, in
+digital silence and over a -50 dBFS noise floor: what a shorter pause costs.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_turns import MEDIA, at_rate, join, long_reply, reply_times, sentences, silence  # noqa: E402
+from bench_turns import MEDIA, at_rate, join, long_reply, reply_times, sentences, silence, with_noise  # noqa: E402
+from flowrtc.handlers.options import AlgoOptions  # noqa: E402
 from flowrtc.events import Interrupt, ReplyStarted  # noqa: E402
 from flowrtc.media import AudioChunk  # noqa: E402
 from flowrtc.testing import load_audio  # noqa: E402
@@ -152,14 +157,14 @@ def tuning_prompts() -> list[Prompt]:
     return out
 
 
-async def turns(said: list[Prompt], rate: int) -> dict[str, Any]:
+async def turns(said: list[Prompt], rate: int, **options: Any) -> dict[str, Any]:
     parts, offsets = [], []
     t = 0.0
     for p in said:
         offsets.append(t)
         parts += [p.audio, silence(GAP_S)]
         t += p.audio.duration_s + GAP_S
-    recording = await reply_times(at_rate(join(parts), rate))
+    recording = await reply_times(at_rate(join(parts), rate), **options)
     replies = recording.times(ReplyStarted)
     latencies, missed, splits = [], [], {"< 0.30 s": [0, 0], "0.30-0.45 s": [0, 0], ">= 0.45 s": [0, 0]}
     for i, (p, t0) in enumerate(zip(said, offsets)):
@@ -202,6 +207,44 @@ async def music(cache: Path, seconds: float = 60.0) -> tuple[int, float]:
     return replies, total
 
 
+async def gap_splits(pause_ms: int, gap_s: float, noisy: bool) -> int:
+    """Extra replies over the 8 pairs of tuning sentences joined by ``gap_s`` of silence (and a noise floor)."""
+    said = sentences()
+    extra = 0
+    for first, second in zip(said, said[1:]):
+        audio = join([first.audio.slice(0, round(first.end_s * RATE)), silence(gap_s), second.audio.slice(round(second.start_s * RATE)), silence(1.0)])
+        recording = await reply_times(with_noise(audio) if noisy else audio, algo_options=pause_options(pause_ms))
+        extra += len(recording.times(ReplyStarted)) - 1
+    return extra
+
+
+def pause_options(pause_ms: int) -> AlgoOptions:
+    """``AlgoOptions`` whose turn-end pause is ``pause_ms`` (a multiple of the 32 ms window)."""
+    return AlgoOptions(audio_chunk_duration=0.1 + pause_ms / 1000)
+
+
+def pause_sweep(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int]) -> None:
+    """Turn latency against split turns for each turn-end pause, 8 kHz, media time."""
+    print("| pause (ms) | held-out turn latency median / p90 (s) | held-out prompts split, inner pause < 0.30 s / 0.30-0.45 s | "
+          "tuning pairs split at a gap of 0.25 / 0.30 / 0.35 s, silence | the same over a -50 dBFS noise floor |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for pause_ms in pauses:
+        latencies: list[float] = []
+        short, medium = [0, 0], [0, 0]
+        for voice, (said, _) in voices.items():
+            if voice.startswith("tuning"):
+                continue
+            result = anyio.run(lambda: turns(said, RATE, algo_options=pause_options(pause_ms)))
+            latencies += result["latencies"]
+            for total, bucket in ((short, "< 0.30 s"), (medium, "0.30-0.45 s")):
+                total[0] += result["splits"][bucket][1]
+                total[1] += result["splits"][bucket][0]
+        clean = [anyio.run(gap_splits, pause_ms, gap, False) for gap in (0.25, 0.30, 0.35)]
+        noisy = [anyio.run(gap_splits, pause_ms, gap, True) for gap in (0.25, 0.30, 0.35)]
+        print(f"| {pause_ms} | {pct(latencies, 50):.3f} / {pct(latencies, 90):.3f} | {short[0]}/{short[1]} / {medium[0]}/{medium[1]} | "
+              f"{' / '.join(f'{n}/8' for n in clean)} | {' / '.join(f'{n}/8' for n in noisy)} |", flush=True)
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -212,12 +255,16 @@ def main() -> None:
     parser.add_argument("--bargein-per-voice", type=int, default=20, help="prompts per voice for the barge-in runs")
     parser.add_argument("--rates", default="8000,16000")
     parser.add_argument("--cache", default=str(heldout_cache()), help="where the sound packages are unpacked (default $FLOWRTC_HELDOUT or ~/.cache/flowrtc-heldout)")
+    parser.add_argument("--pauses", default="", help="instead: turn latency against split turns for these turn-end pauses (ms, multiples of 32)")
     args = parser.parse_args()
     cache = Path(args.cache)
     rates = [int(r) for r in args.rates.split(",")]
     voices: dict[str, tuple[list[Prompt], int]] = {"tuning sentences (reference)": (tuning_prompts(), 0)}
     for voice in VOICES:
         voices[voice] = prompts(cache, voice, args.per_voice)
+    if args.pauses:
+        pause_sweep(voices, [int(p) for p in args.pauses.split(",")])
+        return
 
     print("| voice | rate | prompts (left out) | turn latency median / p90 / max (s) | missed | split, inner pause < 0.30 s | 0.30-0.45 s | >= 0.45 s | barge-in median / max (s) | no barge-in |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
