@@ -497,6 +497,51 @@ def test_output_frames_are_20_ms_48_khz_stereo() -> None:
     assert mono.samples.shape == (1, 960) and np.array_equal(mono.samples[0], back.samples[0])
 
 
+def test_output_frames_keep_a_rate_opus_takes_when_the_track_codes_opus() -> None:
+    """A 24 kHz reply is cut into 24 kHz frames for a track that codes Opus itself (no
+    resampling to 48 kHz); 44.1 kHz is resampled to 48 kHz; the first chunk fixes the rate."""
+    from flowrtc.adapters.webrtc_tracks import OPUS_INPUT_RATES, AudioFrameEncoder
+
+    t = np.arange(24000) / 24000
+    tone = AudioChunk((8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)[None, :], 24000)
+    encoder = AudioFrameEncoder(mono=True, native_rates=OPUS_INPUT_RATES)
+    frames = encoder.push(tone.slice(0, 5000)) + encoder.push(tone.slice(5000))
+    frames += encoder.flush()
+    assert encoder.rate == 24000 and len(frames) == 50
+    assert all(frame.samples == 480 and frame.sample_rate == 24000 and frame.layout.name == "mono" for frame in frames)
+    assert np.array_equal(np.concatenate([frame.to_ndarray()[0] for frame in frames]), tone.samples[0])  # only re-cut
+    later = encoder.push(AudioChunk(np.zeros((1, 4800), np.int16), 48000))  # another rate: resampled to the first
+    assert {frame.sample_rate for frame in later} == {24000}
+    cd = AudioFrameEncoder(native_rates=OPUS_INPUT_RATES)
+    frames = cd.push(AudioChunk(np.zeros((1, 4410), np.int16), 44100)) + cd.flush()
+    assert cd.rate == 48000 and {frame.samples for frame in frames} == {960}
+    assert AudioFrameEncoder().push(tone.slice(0, 4800))[0].sample_rate == 48000  # aiortc encodes: 48 kHz
+
+
+async def test_output_track_encodes_24_khz_frames_on_the_48_khz_rtp_clock() -> None:
+    import av
+
+    from flowrtc.adapters.webrtc_tracks import OPUS_INPUT_RATES, AudioFrameEncoder, AudioOutputTrack
+
+    t = np.arange(24000) / 24000
+    tone = AudioChunk((8000 * np.sin(2 * np.pi * 600 * t)).astype(np.int16)[None, :], 24000)
+    track = AudioOutputTrack(queue_frames=60)
+    track.encode_opus(mono=True)
+    assert track.codes_opus
+    frames = AudioFrameEncoder(mono=True, native_rates=OPUS_INPUT_RATES).push(tone.slice(0, 480 * 12))
+    for frame in frames:
+        assert await track.put(frame)
+    packets = [await track.recv() for _ in range(12)]
+    track.stop()
+    assert [p.pts for p in packets] == [960 * i for i in range(12)]  # 20 ms apart on the 48 kHz clock
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.sample_rate, decoder.layout = 48000, "mono"
+    decoded = np.concatenate([f.to_ndarray().reshape(-1) for p in packets for f in decoder.decode(av.Packet(bytes(p)))])
+    assert decoded.size == 960 * 12  # each packet is 20 ms at the receiver's 48 kHz
+    spectrum = np.abs(np.fft.rfft(decoded[1920:].astype(np.float64)))
+    assert abs(np.argmax(spectrum) * 48000 / (decoded.size - 1920) - 600) < 30  # the tone comes back
+
+
 def test_stereo_input_only_when_the_offer_says_so() -> None:
     from flowrtc.adapters.webrtc_signalling import declares_stereo
 

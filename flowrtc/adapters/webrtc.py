@@ -42,7 +42,14 @@ from aiortc.mediastreams import MediaStreamError
 from flowrtc.adapters import OUTPUT_CATCH_UP_MS
 from flowrtc.adapters.messages import encode_message, to_wire
 from flowrtc.adapters.webrtc_signalling import SignallingError, declares_stereo, first_audio_codec, offered_kinds, parse_candidate, prefers_stereo
-from flowrtc.adapters.webrtc_tracks import AudioFrameEncoder, AudioOutputTrack, VideoOutputTrack, chunk_from_frame, decode_audio_shared
+from flowrtc.adapters.webrtc_tracks import (
+    OPUS_INPUT_RATES,
+    AudioFrameEncoder,
+    AudioOutputTrack,
+    VideoOutputTrack,
+    chunk_from_frame,
+    decode_audio_shared,
+)
 from flowrtc.channel import Channel
 from flowrtc.errors import SessionClosed
 from flowrtc.events import CloseStream, Error, Interrupt
@@ -521,7 +528,10 @@ class WebRTCTransport:
 
     async def _pump_output(self, peer: Peer, session: Any) -> None:
         audio, video = peer.audio_out, peer.video_out
-        encoder = AudioFrameEncoder(mono=audio is not None and audio.mono)
+        encoder = AudioFrameEncoder(
+            mono=audio is not None and audio.mono,
+            native_rates=OPUS_INPUT_RATES if audio is not None and audio.codes_opus else frozenset(),
+        )
         closing = False
         # Reply audio already queued comes joined (up to OUTPUT_CATCH_UP_MS), so it is
         # resampled to 48 kHz in a few calls rather than one per 20 ms frame.

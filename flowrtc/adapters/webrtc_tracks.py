@@ -1,7 +1,8 @@
 """aiortc tracks that play a session's output, and the conversions around them.
 
-* :class:`AudioOutputTrack` holds a **bounded** queue of 20 ms, 48 kHz s16
-  frames (stereo, or mono when it codes mono Opus) and hands one to aiortc every
+* :class:`AudioOutputTrack` holds a **bounded** queue of 20 ms s16 frames (48 kHz
+  stereo; mono when it codes mono Opus; at the output's own rate when that is one
+  libopus takes) and hands one to aiortc every
   20 ms of wall-clock time. When the queue is empty it sends nothing, and after a
   pause its RTP timestamps jump by the pause, so they keep pace with real time and the listener's jitter
   buffer never sees a burst of "late" packets when speech resumes.
@@ -53,6 +54,7 @@ __all__ = [
     "AUDIO_RATE",
     "AUDIO_PTIME_S",
     "SAMPLES_PER_FRAME",
+    "OPUS_INPUT_RATES",
     "AudioFrameEncoder",
     "audio_level_dbov",
     "chunk_from_frame",
@@ -68,6 +70,8 @@ logger = logging.getLogger("flowrtc.webrtc")
 AUDIO_RATE = 48000
 AUDIO_PTIME_S = 0.020
 SAMPLES_PER_FRAME = int(AUDIO_RATE * AUDIO_PTIME_S)
+#: The rates libopus encodes without resampling first (RFC 6716 §2; the RTP clock stays 48 kHz).
+OPUS_INPUT_RATES = frozenset({8000, 12000, 16000, 24000, 48000})
 VIDEO_CLOCK_RATE = 90000
 _AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
 _VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
@@ -90,23 +94,33 @@ _LAYOUTS = {1: "mono", 2: "stereo"}
 
 
 class AudioFrameEncoder:
-    """AudioChunks → 48 kHz s16 ``av.AudioFrame`` s of exactly 20 ms, stereo (or ``mono=True``).
+    """AudioChunks → s16 ``av.AudioFrame`` s of exactly 20 ms, stereo (or ``mono=True``).
 
-    Chunks at 48 kHz are only re-cut (numpy); others are resampled first. The
-    chunks' pts are ignored: the track plays what it gets in order. A tail
-    shorter than 20 ms waits for the next chunk; :meth:`reset` drops it (after
-    an Interrupt), :meth:`flush` pads it to a whole frame (at the end).
+    The frames are at 48 kHz, or at the rate of the first chunk when it is one
+    of ``native_rates``: a track that codes Opus itself takes any of
+    :data:`OPUS_INPUT_RATES`, so a 24 kHz reply is encoded as it is instead of
+    being resampled to 48 kHz first. Chunks at the frames' rate are only re-cut
+    (numpy); others are resampled first. The chunks' pts are ignored: the track
+    plays what it gets in order. A tail shorter than 20 ms waits for the next
+    chunk; :meth:`reset` drops it (after an Interrupt), :meth:`flush` pads it to
+    a whole frame (at the end).
     """
 
-    __slots__ = ("_resampler", "_chunker", "_pts", "_mono")
+    __slots__ = ("_native", "_resampler", "_chunker", "_pts", "_mono", "rate")
 
-    def __init__(self, *, mono: bool = False) -> None:
-        self._resampler = Resampler(AUDIO_RATE)
+    def __init__(self, *, mono: bool = False, native_rates: frozenset[int] = frozenset()) -> None:
+        self._native = native_rates
+        self._resampler: Resampler | None = None
         self._chunker = Rechunker(AUDIO_PTIME_S * 1000)
         self._pts = 0
         self._mono = mono
+        #: The frames' sample rate (``None`` until the first chunk sets it).
+        self.rate: int | None = None
 
     def push(self, chunk: AudioChunk) -> list[av.AudioFrame]:
+        if self._resampler is None:
+            self.rate = chunk.sample_rate if chunk.sample_rate in self._native else AUDIO_RATE
+            self._resampler = Resampler(self.rate)
         frames = []
         for resampled in self._resampler.push(chunk):
             # One running timeline, so the re-cutting never leaves a short frame at a pts jump.
@@ -118,7 +132,7 @@ class AudioFrameEncoder:
     def flush(self) -> list[av.AudioFrame]:
         """Everything still buffered, the last frame padded with silence."""
         frames = []
-        for resampled in self._resampler.flush():
+        for resampled in self._resampler.flush() if self._resampler is not None else ():
             frames.extend(_to_frame(piece, self._mono) for piece in self._chunker.push(resampled.with_pts(self._pts)))
             self._pts += resampled.n_samples
         frames.extend(_to_frame(piece, self._mono) for piece in self._chunker.flush())
@@ -126,23 +140,24 @@ class AudioFrameEncoder:
 
     def reset(self) -> None:
         """Forget buffered samples (they were never going to play)."""
-        self._resampler.reset()
+        if self._resampler is not None:
+            self._resampler.reset()
         self._chunker.drop()
 
 
 def _to_frame(chunk: AudioChunk, mono: bool = False) -> av.AudioFrame:
-    """One 48 kHz chunk (padded to 20 ms) as a packed s16 frame, stereo or mono."""
+    """One chunk (padded to 20 ms) as a packed s16 frame at its rate, stereo or mono."""
     samples = chunk.to_int16().samples
     if samples.shape[0] == 2 and not mono:
         interleaved = samples.T.reshape(-1)
     else:
         single = samples[0] if samples.shape[0] == 1 else chunk.to_layout("mono").to_int16().samples[0]
         interleaved = single if mono else np.repeat(single, 2)
-    size = SAMPLES_PER_FRAME * (1 if mono else 2)
+    size = round(chunk.sample_rate * AUDIO_PTIME_S) * (1 if mono else 2)
     if interleaved.size < size:
         interleaved = np.concatenate([interleaved, np.zeros(size - interleaved.size, np.int16)])
     frame = av.AudioFrame.from_ndarray(interleaved.reshape(1, -1), format="s16", layout="mono" if mono else "stereo")
-    frame.sample_rate = AUDIO_RATE
+    frame.sample_rate = chunk.sample_rate
     return frame
 
 
@@ -179,6 +194,18 @@ def audio_level_dbov(frame: av.AudioFrame) -> int:
 if getattr(aiortc_rtp.compute_audio_level_dbov, "__module__", None) == "aiortc.rtp":
     aiortc_audio_level_dbov = aiortc_rtp.compute_audio_level_dbov
     aiortc_rtp.compute_audio_level_dbov = audio_level_dbov
+
+
+def _opus_encoder(rate: int, mono: bool) -> av.CodecContext:
+    """A libopus encoder for s16 frames at ``rate`` (one of :data:`OPUS_INPUT_RATES`), as aiortc sets it up."""
+    codec = av.CodecContext.create("libopus", "w")
+    codec.bit_rate = OPUS_BIT_RATE
+    codec.format = "s16"
+    codec.layout = "mono" if mono else "stereo"
+    codec.sample_rate = rate
+    codec.time_base = Fraction(1, rate)
+    codec.options = {"application": "voip"}
+    return codec
 
 
 def _silence_frame() -> av.AudioFrame:
@@ -228,16 +255,16 @@ class AudioOutputTrack(MediaStreamTrack):
         exactly. Call on the event loop.
         ``mono``: the frames put are mono and are coded as mono Opus (what a receiver
         that did not ask for ``stereo=1`` prefers, RFC 7587; ~40 % less encoding work).
+        Frames may then be at any of :data:`OPUS_INPUT_RATES` (the RTP clock stays
+        48 kHz); the encoder opens at the rate of the first one.
         """
-        codec = av.CodecContext.create("libopus", "w")
-        codec.bit_rate = OPUS_BIT_RATE
-        codec.format = "s16"
-        codec.layout = "mono" if mono else "stereo"
         self.mono = mono
-        codec.sample_rate = AUDIO_RATE
-        codec.time_base = _AUDIO_TIME_BASE
-        codec.options = {"application": "voip"}
-        self._encoder = _SharedEncoder(codec, codec_worker())
+        self._encoder = _SharedEncoder(_opus_encoder(AUDIO_RATE, mono), codec_worker())
+
+    @property
+    def codes_opus(self) -> bool:
+        """Whether the track encodes Opus itself (:meth:`encode_opus`), so frames may come at any Opus rate."""
+        return self._encoder is not None
 
     @property
     def queued(self) -> int:
@@ -295,7 +322,7 @@ class AudioOutputTrack(MediaStreamTrack):
             self._start = now - pts / AUDIO_RATE
             self.reanchors += 1
             due = now
-        self._pts += frame.samples
+        self._pts += frame.samples * AUDIO_RATE // (frame.sample_rate or AUDIO_RATE)
         if self._encoder is None:  # aiortc encodes: the frame carries the timeline
             frame.pts = pts
             frame.sample_rate = AUDIO_RATE
@@ -329,11 +356,12 @@ class AudioOutputTrack(MediaStreamTrack):
         """
         encoder = self._encoder
         assert encoder is not None
+        codec = encoder.codec_at(frame.sample_rate or AUDIO_RATE)
         if lead_s < _ENCODE_AHEAD_S and not encoder.busy:
             self.encoded_on_loop += 1
-            return _Encoded(encoder.codec.encode(frame))
+            return _Encoded(codec.encode(frame))
         self.encoded_ahead += 1
-        return encoder.submit(frame)
+        return encoder.submit(codec, frame)
 
     async def _after_idle(self) -> av.AudioFrame:
         """Wait for the next frame; after a real pause, move the clock to now.
@@ -577,11 +605,26 @@ class _SharedEncoder:
         self.stopped = threading.Event()
         self._in_thread: deque[_Encoded] = deque()  # submitted, in order; the oldest are done first
 
-    def submit(self, frame: av.AudioFrame) -> _Encoded:
-        """Encode ``frame`` in the worker's thread, after every frame submitted before it."""
+    def codec_at(self, rate: int) -> av.CodecContext:
+        """The encoder for frames at ``rate``: this one, opened at that rate if it is not open yet.
+
+        A frame at another rate once it is open (the output changed rate) gets a
+        new encoder; frames still in the thread finish on the old one.
+        """
+        codec = self.codec
+        if codec.sample_rate != rate:
+            if codec.is_open:
+                codec = self.codec = _opus_encoder(rate, codec.layout.name == "mono")
+            else:
+                codec.sample_rate = rate
+                codec.time_base = Fraction(1, rate)
+        return codec
+
+    def submit(self, codec: av.CodecContext, frame: av.AudioFrame) -> _Encoded:
+        """Encode ``frame`` with ``codec`` in the worker's thread, after every frame submitted before it."""
         encoded = _Encoded()
         self._in_thread.append(encoded)
-        self.worker.submit(self, (frame, encoded))
+        self.worker.submit(self, (codec, frame, encoded))
         return encoded
 
     @property
@@ -592,9 +635,9 @@ class _SharedEncoder:
         return bool(self._in_thread)
 
     def work(self, item: Any) -> Any:
-        frame, encoded = item
+        codec, frame, encoded = item
         try:
-            packets = self.codec.encode(frame)
+            packets = codec.encode(frame)
         except Exception:  # noqa: BLE001 - never let one track stop the thread; this frame goes out as silence
             logger.warning("audio frame not encoded", exc_info=True)
             packets = []
