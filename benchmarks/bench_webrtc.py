@@ -268,14 +268,14 @@ async def connect_peer(peer: Peer, base: str, media: tuple[list[bytes], bytes, f
     peer.track = speech_track(*media, lead_s=peer.lead_s, turn_s=turn_s)
     sender = pc.addTrack(peer.track)
 
-    def heard(frame: Any) -> None:
-        samples = np.frombuffer(frame.planes[0], np.int16, frame.samples).astype(np.float32)
+    def heard(decoded: tuple[np.ndarray, int]) -> None:
+        samples = decoded[0][0].astype(np.float32)
         peer.received.append((time.monotonic(), float(np.sqrt(np.mean(samples * samples)))))
 
     # The reply is decoded (mono) in one shared thread per client process, and each frame is
     # timed on arrival by a callback: no decoder thread and no reader task per peer.
     receiver = next(t.receiver for t in pc.getTransceivers() if t.sender is sender)
-    shared = decode_audio_shared(receiver, mono=True, deliver=heard)
+    shared = decode_audio_shared(receiver, mono=True, deliver=heard, as_samples=True)
 
     @pc.on("track")
     def on_track(track: Any) -> None:
@@ -286,7 +286,7 @@ async def connect_peer(peer: Peer, base: str, media: tuple[list[bytes], bytes, f
                 except MediaStreamError:
                     return
                 if not shared:
-                    heard(frame)
+                    heard((frame.to_ndarray()[:, ::2], frame.sample_rate))
 
         asyncio.ensure_future(read())
 

@@ -49,6 +49,7 @@ from flowrtc.adapters.webrtc_tracks import (
     VideoOutputTrack,
     chunk_from_frame,
     decode_audio_shared,
+    frame_samples,
 )
 from flowrtc.channel import Channel
 from flowrtc.errors import SessionClosed
@@ -140,8 +141,9 @@ class Peer:
 class _AudioInlet:
     """One remote audio track's decoded frames, put into the session as they come.
 
-    :meth:`push` is the shared decoding thread's callback (on the loop): each
-    frame becomes an AudioChunk and goes straight into the session's input when
+    :meth:`push_samples` is the shared decoding thread's callback (on the loop;
+    the thread has already turned each frame into samples): each frame becomes
+    an AudioChunk and goes straight into the session's input when
     it has room, with no task in between. Frames that find it full (or come
     before the session starts) wait in ``backlog``, which drops the oldest past
     ``size``, and :meth:`run` feeds them in order as the graph catches up.
@@ -157,8 +159,14 @@ class _AudioInlet:
         self.draining = False  # run() is handing a backlog frame over: later frames queue behind it
 
     def push(self, frame: Any) -> None:
-        chunk = chunk_from_frame(frame, self.pts, mono=self.mono)
-        self.pts = chunk.end_pts
+        """Put one decoded frame in."""
+        self.push_samples((frame_samples(frame, mono=self.mono), frame.sample_rate))
+
+    def push_samples(self, decoded: tuple[Any, int]) -> None:
+        """Put one frame's ``(samples, sample_rate)`` in (as converted by the codec thread)."""
+        samples, rate = decoded
+        chunk = AudioChunk(samples, rate, self.pts)
+        self.pts += samples.shape[1]
         session = self.session
         if session is not None and not self.draining and not self.backlog.queued:
             try:
@@ -396,7 +404,7 @@ class WebRTCTransport:
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio":
                 inlet = _AudioInlet(mono=not peer.stereo_input, size=max(1, self.options.input_buffer_frames))
-                if decode_audio_shared(transceiver.receiver, mono=inlet.mono, deliver=inlet.push):
+                if decode_audio_shared(transceiver.receiver, mono=inlet.mono, deliver=inlet.push_samples, as_samples=True):
                     peer.inlets[transceiver.receiver.track] = inlet
         if stream.mode != "send":
             for transceiver in pc.getTransceivers():

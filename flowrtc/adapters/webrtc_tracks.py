@@ -58,6 +58,7 @@ __all__ = [
     "AudioFrameEncoder",
     "audio_level_dbov",
     "chunk_from_frame",
+    "frame_samples",
     "AudioOutputTrack",
     "VideoOutputTrack",
     "CodecWorker",
@@ -167,14 +168,19 @@ def chunk_from_frame(frame: av.AudioFrame, pts: int, *, mono: bool = False) -> A
     ``mono``: keep the first channel only (aiortc's Opus decoder always gives two;
     for a mono sender the second is a copy).
     """
+    return AudioChunk(frame_samples(frame, mono=mono), frame.sample_rate, pts)
+
+
+def frame_samples(frame: av.AudioFrame, *, mono: bool = False) -> np.ndarray:
+    """A decoded frame's samples as a read-only ``(channels, n)`` int16 array (see :func:`chunk_from_frame`)."""
     channels = frame.layout.nb_channels
     if frame.format.name != "s16" or channels > 2:
-        chunk = AudioChunk.from_av(frame).with_pts(pts)
-        return chunk.to_layout("mono") if mono else chunk
+        chunk = AudioChunk.from_av(frame).to_int16()
+        return (chunk.to_layout("mono") if mono else chunk).samples
     data = np.frombuffer(frame.planes[0], np.int16, frame.samples * channels).reshape(frame.samples, channels)
     if mono or channels == 1:
-        return AudioChunk(seal(data[:, 0].copy()[None, :]), frame.sample_rate, pts)
-    return AudioChunk(seal(np.ascontiguousarray(data.T)), frame.sample_rate, pts)
+        return seal(data[:, 0].copy()[None, :])
+    return seal(np.ascontiguousarray(data.T))
 
 
 def audio_level_dbov(frame: av.AudioFrame) -> int:
@@ -672,10 +678,18 @@ class _SharedDecoder:
     stops, and then ends the track as it always does.
     """
 
-    def __init__(self, worker: CodecWorker, track_queue: asyncio.Queue[object], mono: bool, deliver: Callable[[av.AudioFrame], None] | None = None) -> None:
+    def __init__(
+        self,
+        worker: CodecWorker,
+        track_queue: asyncio.Queue[object],
+        mono: bool,
+        deliver: Callable[[Any], None] | None = None,
+        as_samples: bool = False,
+    ) -> None:
         self.worker = worker
         self.track_queue = track_queue
         self.deliver = deliver
+        self.as_samples = as_samples
         self.mono = mono
         self.stopped = threading.Event()
         self._decoder: object | None = None  # used by the worker's thread only
@@ -707,7 +721,10 @@ class _SharedDecoder:
         if self._decoder is None:
             return ()
         try:
-            return self._decoder.decode(encoded_frame)  # type: ignore[attr-defined]
+            frames = self._decoder.decode(encoded_frame)  # type: ignore[attr-defined]
+            if self.as_samples:  # converted here rather than on the loop
+                return [(frame_samples(frame, mono=self.mono), frame.sample_rate) for frame in frames]
+            return frames
         except av.FFmpegError as exc:  # a damaged packet: skip it, keep the decoder's state
             logger.debug("audio frame not decoded: %s", exc)
         except Exception:  # noqa: BLE001 - same: never let one caller stop the thread
@@ -728,7 +745,9 @@ class _SharedDecoder:
         self.stopped.wait()
 
 
-def decode_audio_shared(receiver: object, *, mono: bool = False, deliver: Callable[[av.AudioFrame], None] | None = None) -> bool:
+def decode_audio_shared(
+    receiver: object, *, mono: bool = False, deliver: Callable[[Any], None] | None = None, as_samples: bool = False
+) -> bool:
     """Make an aiortc audio ``RTCRtpReceiver`` decode in the loop's shared :class:`CodecWorker`.
 
     Call it on the event loop, before the connection is established (before
@@ -736,6 +755,9 @@ def decode_audio_shared(receiver: object, *, mono: bool = False, deliver: Callab
     sends mono). ``deliver``: called on the loop with each decoded frame, in
     order, instead of queueing it on the receiver's track (whose ``recv`` then
     only reports the end); that saves a consumer task's wake-up per frame.
+    ``as_samples``: ``deliver`` gets each frame as ``(samples, sample_rate)``, the
+    samples a read-only ``(channels, n)`` int16 array (:func:`frame_samples`),
+    converted in the codec thread instead of on the loop.
     Returns ``False`` and leaves the receiver alone if it has started already or
     this aiortc version is laid out differently.
     """
@@ -744,5 +766,5 @@ def decode_audio_shared(receiver: object, *, mono: bool = False, deliver: Callab
         return False
     if not isinstance(getattr(track, "_queue", None), asyncio.Queue) or not hasattr(receiver, "_RTCRtpReceiver__decoder_queue"):
         return False
-    receiver._RTCRtpReceiver__decoder_queue = _SharedDecoder(codec_worker(), track._queue, mono, deliver)  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__decoder_queue = _SharedDecoder(codec_worker(), track._queue, mono, deliver, as_samples and deliver is not None)  # type: ignore[attr-defined]
     return True
