@@ -35,7 +35,9 @@ Reported per run:
   runs every session, so it saturates first), of the client processes, and of
   everything else on the machine (other jobs share these cores); frames played
   by the server;
-* **loop lag**: how late a 10 ms timer fires, p99, on the server and the clients.
+* **loop lag**: how late a 10 ms timer fires, p99, on the server and the clients;
+* **speed probe**: how fast the shared machine ran Python around the run (``machine.py``;
+  ~125 ms at full speed, 170-200 ms in a slow spell): compare rows of like speed.
 
 A run **holds** when every turn was answered and the last third's median latency
 is within 100 ms of the first third's. Target (2-core machine): ≥ 50 peers held.
@@ -62,6 +64,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import speed_probe_ms  # noqa: E402
 
 CLIP = ROOT / "tests" / "media" / "asterisk_hello-world_8k.wav"
 RATE = 48000
@@ -477,7 +482,9 @@ def bench(kind: str, peers: int, seconds: float, turn_s: float, batch: int, per_
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the server did not start") from None
                 time.sleep(0.1)
+        probe_before = speed_probe_ms()
         result = run_load(base, kind, peers, seconds, turn_s, batch, per_client, server.pid)
+        result["speed_probe_ms"] = max(probe_before, speed_probe_ms())  # the slower of before and after
         result["holds"] = result["answered"] == result["turns"] and abs(result["last_third_ms"] - result["first_third_ms"]) <= 100
         return result
     finally:
@@ -490,15 +497,15 @@ def bench(kind: str, peers: int, seconds: float, turn_s: float, batch: int, per_
 
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
-        "| handler | peers | connect median / p95 | answered | latency median / p90 | first → last third | server CPU: all (event loop) | clients CPU | other processes | frames played (pauses) | loop lag p99 server / client | holds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+        "| handler | peers | connect median / p95 | answered | latency median / p90 | first → last third | server CPU: all (event loop) | clients CPU | other processes | frames played (pauses) | loop lag p99 server / client | speed probe | holds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
     ]
     for r in results:
         rows.append(
             f"| {r['handler']} | {r['peers']} | {r['connect_median_ms']:.0f} / {r['connect_p95_ms']:.0f} ms | {r['answered']}/{r['turns']} "
             f"| {r['latency_median_ms']:.0f} / {r['latency_p90_ms']:.0f} ms | {r['first_third_ms']:.0f} → {r['last_third_ms']:.0f} ms "
             f"| {r['server_cpu_pct']:.0f} % ({r['server_loop_cpu_pct']:.0f} %) | {r['client_cpu_pct']:.0f} % ({r['client_processes']} proc.) | {r['other_cpu_pct']:.0f} % "
-            f"| {r['played_frames']} ({r['pauses']}) | {r['loop_lag_p99_ms']:.0f} / {r['client_loop_lag_p99_ms']:.0f} ms | {'yes' if r['holds'] else 'no'} |"
+            f"| {r['played_frames']} ({r['pauses']}) | {r['loop_lag_p99_ms']:.0f} / {r['client_loop_lag_p99_ms']:.0f} ms | {r['speed_probe_ms']:.0f} ms | {'yes' if r['holds'] else 'no'} |"
         )
     return "\n".join(rows)
 
