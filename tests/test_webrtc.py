@@ -583,6 +583,27 @@ async def test_mono_output_is_coded_as_mono_opus_and_stereo_as_stereo() -> None:
         assert stereo_bits == ({0} if mono else {0x04})
 
 
+def test_shared_decoder_can_hand_over_samples_made_in_its_thread() -> None:
+    """``as_samples``: the codec thread returns each decoded frame as (int16 (channels, n), rate),
+    the same samples chunk_from_frame gives (``work`` runs in the thread; called directly here)."""
+    import av
+    from aiortc.codecs import PCMU_CODEC
+    from aiortc.jitterbuffer import JitterFrame
+
+    from flowrtc.adapters.webrtc_tracks import _SharedDecoder, chunk_from_frame
+
+    worker: Any = None  # work() never touches it
+    decoder = _SharedDecoder(worker, asyncio.Queue(), mono=True, deliver=print, as_samples=True)
+    plain = _SharedDecoder(worker, asyncio.Queue(), mono=True)
+    payload = bytes(range(160))  # 20 ms of µ-law
+    out = decoder.work((PCMU_CODEC, JitterFrame(data=payload, timestamp=0)))
+    frames = plain.work((PCMU_CODEC, JitterFrame(data=payload, timestamp=0)))
+    assert len(out) == 1 and isinstance(frames[0], av.AudioFrame)
+    samples, rate = out[0]
+    assert rate == 8000 and samples.shape == (1, 160) and samples.dtype == np.int16 and not samples.flags.writeable
+    assert np.array_equal(samples, chunk_from_frame(frames[0], 0, mono=True).samples)
+
+
 async def test_decode_audio_shared_leaves_a_started_or_video_receiver_alone() -> None:
     class Receiver:
         _RTCRtpReceiver__decoder_queue = None
