@@ -63,8 +63,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_turns import MEDIA, at_rate, join, long_reply, reply_times, sentences, silence, with_noise  # noqa: E402
-from flowrtc.handlers.options import AlgoOptions  # noqa: E402
 from flowrtc.events import Interrupt, ReplyStarted  # noqa: E402
+from flowrtc.handlers.options import AlgoOptions  # noqa: E402
 from flowrtc.media import AudioChunk  # noqa: E402
 from flowrtc.testing import load_audio  # noqa: E402
 

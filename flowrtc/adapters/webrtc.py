@@ -541,8 +541,8 @@ class WebRTCTransport:
             native_rates=OPUS_INPUT_RATES if audio is not None and audio.codes_opus else frozenset(),
         )
         closing = False
-        # Reply audio already queued comes joined (up to OUTPUT_CATCH_UP_MS), so it is
-        # resampled to 48 kHz in a few calls rather than one per 20 ms frame.
+        # Reply audio already queued comes joined (up to OUTPUT_CATCH_UP_MS), so when its
+        # rate needs converting it is resampled in a few calls rather than one per 20 ms frame.
         async with scoped(encode(session, frame_ms=None, catch_up_ms=OUTPUT_CATCH_UP_MS)) as items:
             async for item in items:
                 if isinstance(item, AudioChunk):
