@@ -589,6 +589,7 @@ def test_shared_decoder_can_hand_over_samples_made_in_its_thread() -> None:
     import av
     from aiortc.codecs import PCMU_CODEC
     from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
     from flowrtc.adapters.webrtc_tracks import _SharedDecoder, chunk_from_frame
 
@@ -602,6 +603,22 @@ def test_shared_decoder_can_hand_over_samples_made_in_its_thread() -> None:
     samples, rate = out[0]
     assert rate == 8000 and samples.shape == (1, 160) and samples.dtype == np.int16 and not samples.flags.writeable
     assert np.array_equal(samples, chunk_from_frame(frames[0], 0, mono=True).samples)
+    # Stereo Opus (an offer with sprop-stereo=1): both channels, as (2, 960) at 48 kHz.
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format, encoder.bit_rate = 48000, "stereo", "s16", 96000
+    left = (8000 * np.sin(2 * np.pi * 440 * np.arange(960 * 6) / 48000)).astype(np.int16)
+    packets = []
+    for i in range(6):
+        pair = np.stack([left[960 * i : 960 * (i + 1)], np.zeros(960, np.int16)])
+        frame = av.AudioFrame.from_ndarray(pair.T.reshape(1, -1).copy(), format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 960 * i
+        packets += [bytes(p) for p in encoder.encode(frame)]
+    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+    stereo = _SharedDecoder(worker, asyncio.Queue(), mono=False, deliver=print, as_samples=True)
+    decoded = [item for p in packets for item in stereo.work((codec, JitterFrame(data=p, timestamp=0)))]
+    assert decoded and all(s.shape == (2, 960) and r == 48000 for s, r in decoded)
+    last = decoded[-1][0].astype(np.float64)
+    assert np.sqrt(np.mean(last[0] ** 2)) > 1000 > np.sqrt(np.mean(last[1] ** 2))  # the tone is in the left channel only
 
 
 async def test_decode_audio_shared_leaves_a_started_or_video_receiver_alone() -> None:
