@@ -542,6 +542,34 @@ async def test_output_track_encodes_24_khz_frames_on_the_48_khz_rtp_clock() -> N
     assert abs(np.argmax(spectrum) * 48000 / (decoded.size - 1920) - 600) < 30  # the tone comes back
 
 
+async def test_output_track_opens_a_new_encoder_when_the_rate_changes() -> None:
+    """An output that changes rate mid-stream gets a new Opus encoder at the new rate; the
+    RTP clock runs on at 960 per 20 ms and both parts decode."""
+    import av
+
+    from flowrtc.adapters.webrtc_tracks import AudioOutputTrack
+
+    def frame(rate: int, hz: float) -> av.AudioFrame:
+        n = rate // 50
+        out = av.AudioFrame.from_ndarray((8000 * np.sin(2 * np.pi * hz * np.arange(n) / rate)).astype(np.int16)[None, :], format="s16", layout="mono")
+        out.sample_rate = rate
+        return out
+
+    track = AudioOutputTrack(queue_frames=20)
+    track.encode_opus(mono=True)
+    for rate in (48000, 48000, 48000, 16000, 16000, 16000):
+        assert await track.put(frame(rate, 500))
+    packets = [await track.recv() for _ in range(6)]
+    track.stop()
+    assert [p.pts for p in packets] == [960 * i for i in range(6)]
+    assert track._encoder is not None and track._encoder.codec.sample_rate == 16000
+    for part in (packets[:3], packets[3:]):  # each part is a stream of its own encoder
+        decoder = av.CodecContext.create("libopus", "r")
+        decoder.sample_rate, decoder.layout = 48000, "mono"
+        decoded = np.concatenate([f.to_ndarray().reshape(-1) for p in part for f in decoder.decode(av.Packet(bytes(p)))])
+        assert decoded.size == 960 * 3 and np.sqrt(np.mean(decoded[960:].astype(np.float64) ** 2)) > 1000
+
+
 def test_stereo_input_only_when_the_offer_says_so() -> None:
     from flowrtc.adapters.webrtc_signalling import declares_stereo
 
