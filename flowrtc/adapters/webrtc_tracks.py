@@ -265,7 +265,7 @@ class AudioOutputTrack(MediaStreamTrack):
         48 kHz); the encoder opens at the rate of the first one.
         """
         self.mono = mono
-        self._encoder = _SharedEncoder(_opus_encoder(AUDIO_RATE, mono), codec_worker())
+        self._encoder = _SharedEncoder(mono, codec_worker())
 
     @property
     def codes_opus(self) -> bool:
@@ -328,14 +328,15 @@ class AudioOutputTrack(MediaStreamTrack):
             self._start = now - pts / AUDIO_RATE
             self.reanchors += 1
             due = now
-        self._pts += frame.samples * AUDIO_RATE // (frame.sample_rate or AUDIO_RATE)
+        rate = frame.sample_rate or AUDIO_RATE
+        self._pts += frame.samples * AUDIO_RATE // rate
         if self._encoder is None:  # aiortc encodes: the frame carries the timeline
             frame.pts = pts
             frame.sample_rate = AUDIO_RATE
             frame.time_base = _AUDIO_TIME_BASE
             encoded = None
         else:  # the frame may be in the codec thread now: it is not touched; the packet gets the pts
-            encoded = self._encode(frame, due - now)
+            encoded = self._encode(frame, rate, due - now)
         if due > now:
             await asyncio.sleep(due - now)
             if self.readyState != "live":  # stopped while waiting: nothing more goes out
@@ -348,7 +349,7 @@ class AudioOutputTrack(MediaStreamTrack):
         packet.time_base = _AUDIO_TIME_BASE
         return packet
 
-    def _encode(self, frame: av.AudioFrame, lead_s: float) -> _Encoded:
+    def _encode(self, frame: av.AudioFrame, rate: int, lead_s: float) -> _Encoded:
         """The :class:`_Encoded` holder of ``frame``'s packets (filled at once, or by the codec thread).
 
         A frame due ``_ENCODE_AHEAD_S`` or more from now goes to the codec thread and
@@ -362,7 +363,7 @@ class AudioOutputTrack(MediaStreamTrack):
         """
         encoder = self._encoder
         assert encoder is not None
-        codec = encoder.codec_at(frame.sample_rate or AUDIO_RATE)
+        codec = encoder.codec_at(rate)
         if lead_s < _ENCODE_AHEAD_S and not encoder.busy:
             self.encoded_on_loop += 1
             return _Encoded(codec.encode(frame))
@@ -605,26 +606,21 @@ class _Encoded:
 class _SharedEncoder:
     """An :class:`AudioOutputTrack`'s Opus encoder, run as a job of the loop's :class:`CodecWorker`."""
 
-    def __init__(self, codec: av.CodecContext, worker: CodecWorker) -> None:
-        self.codec = codec
+    def __init__(self, mono: bool, worker: CodecWorker) -> None:
+        self.mono = mono
+        #: the encoder of the frames now coming, and their rate (made at the first frame)
+        self.codec: av.CodecContext | None = None
+        self.rate = 0
         self.worker = worker
         self.stopped = threading.Event()
         self._in_thread: deque[_Encoded] = deque()  # submitted, in order; the oldest are done first
 
     def codec_at(self, rate: int) -> av.CodecContext:
-        """The encoder for frames at ``rate``: this one, opened at that rate if it is not open yet.
-
-        A frame at another rate once it is open (the output changed rate) gets a
-        new encoder; frames still in the thread finish on the old one.
-        """
-        codec = self.codec
-        if codec.sample_rate != rate:
-            if codec.is_open:
-                codec = self.codec = _opus_encoder(rate, codec.layout.name == "mono")
-            else:
-                codec.sample_rate = rate
-                codec.time_base = Fraction(1, rate)
-        return codec
+        """The encoder for frames at ``rate``: made for the first frame, and made again when the
+        rate changes (the output changed rate; frames still in the thread finish on the old one)."""
+        if rate != self.rate or self.codec is None:
+            self.codec, self.rate = _opus_encoder(rate, self.mono), rate
+        return self.codec
 
     def submit(self, codec: av.CodecContext, frame: av.AudioFrame) -> _Encoded:
         """Encode ``frame`` with ``codec`` in the worker's thread, after every frame submitted before it."""
