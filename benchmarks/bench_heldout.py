@@ -39,8 +39,11 @@ in media time (deterministic):
 The nine tuning sentences are measured the same way (energy ground truth) for comparison.
 
 ``--pauses 352,384,416,448`` measures instead, for each turn-end pause, the held-out turn
-latency and splits against the tuning sentence pairs joined by 0.25/0.30/0.35 s gaps, in
-digital silence and over a -50 dBFS noise floor: what a shorter pause costs.
+latency and splits against the tuning sentence pairs joined by 0.25/0.30/0.35/0.40 s gaps, in
+digital silence and over -50 and -40 dBFS noise floors: what a shorter pause costs.
+
+``--rise-db off`` (or a number of dB) sets ``vad``'s resume hold for the whole run
+(default: the library's default, 3 dB), to measure what the hold does.
 """
 
 from __future__ import annotations
@@ -206,15 +209,19 @@ async def music(cache: Path, seconds: float = 60.0) -> tuple[int, float]:
     return replies, total
 
 
-async def gap_splits(pause_ms: int, gap_s: float, noisy: bool) -> int:
-    """Extra replies over the 8 pairs of tuning sentences joined by ``gap_s`` of silence (and a noise floor)."""
+async def gap_splits(pause_ms: int, gap_s: float, noise: float) -> int:
+    """Extra replies over the 8 pairs of tuning sentences joined by ``gap_s`` of silence, plus ``noise`` (int16 rms; 0: none)."""
     said = sentences()
     extra = 0
     for first, second in zip(said, said[1:]):
         audio = join([first.audio.slice(0, round(first.end_s * RATE)), silence(gap_s), second.audio.slice(round(second.start_s * RATE)), silence(1.0)])
-        recording = await reply_times(with_noise(audio) if noisy else audio, algo_options=pause_options(pause_ms))
+        recording = await reply_times(with_noise(audio, level=noise) if noise else audio, algo_options=pause_options(pause_ms))
         extra += len(recording.times(ReplyStarted)) - 1
     return extra
+
+
+PAIR_GAPS_S = (0.25, 0.30, 0.35, 0.40)
+PAIR_NOISE = (0.0, 100.0, 300.0)  # int16 rms: digital silence, about -50 and -40 dBFS
 
 
 def pause_options(pause_ms: int) -> AlgoOptions:
@@ -225,8 +232,8 @@ def pause_options(pause_ms: int) -> AlgoOptions:
 def pause_sweep(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int]) -> None:
     """Turn latency against split turns for each turn-end pause, 8 kHz, media time."""
     print("| pause (ms) | held-out turn latency median / p90 (s) | held-out prompts split, inner pause < 0.30 s / 0.30-0.45 s | "
-          "tuning pairs split at a gap of 0.25 / 0.30 / 0.35 s, silence | the same over a -50 dBFS noise floor |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+          + " | ".join(f"pairs split at a {gap:.2f} s gap: silence / -50 / -40 dBFS" for gap in PAIR_GAPS_S) + " |")
+    print("| ---: | ---: | ---: |" + " ---: |" * len(PAIR_GAPS_S))
     for pause_ms in pauses:
         latencies: list[float] = []
         short, medium = [0, 0], [0, 0]
@@ -238,14 +245,24 @@ def pause_sweep(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int]) 
             for total, bucket in ((short, "< 0.30 s"), (medium, "0.30-0.45 s")):
                 total[0] += result["splits"][bucket][1]
                 total[1] += result["splits"][bucket][0]
-        clean = [anyio.run(gap_splits, pause_ms, gap, False) for gap in (0.25, 0.30, 0.35)]
-        noisy = [anyio.run(gap_splits, pause_ms, gap, True) for gap in (0.25, 0.30, 0.35)]
+        pairs = [" / ".join(f"{anyio.run(gap_splits, pause_ms, gap, noise)}/8" for noise in PAIR_NOISE) for gap in PAIR_GAPS_S]
         print(f"| {pause_ms} | {pct(latencies, 50):.3f} / {pct(latencies, 90):.3f} | {short[0]}/{short[1]} / {medium[0]}/{medium[1]} | "
-              f"{' / '.join(f'{n}/8' for n in clean)} | {' / '.join(f'{n}/8' for n in noisy)} |", flush=True)
+              f"{' | '.join(pairs)} |", flush=True)
 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def set_rise_db(rise_db: float | None) -> None:
+    """Make every ``ReplyOnPause`` of this process use ``rise_db`` for its resume hold."""
+    import functools
+
+    import flowrtc.handlers.reply_on_pause as module
+    from flowrtc.operators import turn_taking
+
+    module.turn_taking = functools.partial(turn_taking, rise_db=rise_db)  # type: ignore[attr-defined]
+    print(f"vad resume hold: {'off' if rise_db is None else f'{rise_db} dB'}", flush=True)
 
 
 def main() -> None:
@@ -255,7 +272,10 @@ def main() -> None:
     parser.add_argument("--rates", default="8000,16000")
     parser.add_argument("--cache", default=str(heldout_cache()), help="where the sound packages are unpacked (default $FLOWRTC_HELDOUT or ~/.cache/flowrtc-heldout)")
     parser.add_argument("--pauses", default="", help="instead: turn latency against split turns for these turn-end pauses (ms, multiples of 32)")
+    parser.add_argument("--rise-db", default="", help="vad's resume hold for this run: dB, or 'off' (default: the library's)")
     args = parser.parse_args()
+    if args.rise_db:
+        set_rise_db(None if args.rise_db == "off" else float(args.rise_db))
     cache = Path(args.cache)
     rates = [int(r) for r in args.rates.split(",")]
     voices: dict[str, tuple[list[Prompt], int]] = {"tuning sentences (reference)": (tuning_prompts(), 0)}

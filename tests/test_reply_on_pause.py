@@ -216,8 +216,8 @@ async def test_inputs_are_not_asked_for_on_the_phone() -> None:
 async def test_fastrtc_options_change_the_turn_taking() -> None:
     ivr = load_audio(IVR)
     calls = Calls()
-    # pauses of 0.2 s end a turn: the IVR prompt becomes several turns
-    impatient = ReplyOnPause(calls, algo_options=AlgoOptions(audio_chunk_duration=0.25, speech_threshold=0.1))
+    # pauses of 0.1 s end a turn: the IVR prompt (sentence gaps of 0.10-0.20 s) becomes several turns
+    impatient = ReplyOnPause(calls, algo_options=AlgoOptions(audio_chunk_duration=0.2, speech_threshold=0.1))
     await arun(impatient, audio=ivr, trailing_silence_s=1.0)
     assert len(calls.calls) > 3
     calls = Calls()

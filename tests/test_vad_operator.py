@@ -92,6 +92,55 @@ def test_finish_stops_speech_at_the_end_of_input() -> None:
 def test_bad_thresholds_are_rejected() -> None:
     with pytest.raises(ConfigurationError):
         detector(threshold=0.3, neg_threshold=0.5)
+    with pytest.raises(ConfigurationError):
+        detector(rise_db=0.0)
+    with pytest.raises(ConfigurationError):
+        detector(rise_hold_ms=-1.0)
+
+
+# -- the resume hold: a pause that is getting louder again is not ended yet ------------------
+
+
+def speaking_detector(**options: Any) -> SpeechDetector:
+    d = detector(min_speech_ms=32, min_silence_ms=96, **options)  # a pause of 3 windows ends speech
+    assert kinds(d.feed([0.9], [-20.0])) == [("SpeechStarted", 0.032)]
+    return d
+
+
+def test_a_pause_ending_on_a_louder_window_is_held_until_it_is_quiet_again() -> None:
+    d = speaking_detector()
+    # the third quiet window would end speech, but it is 10 dB over the pause's quietest
+    assert d.feed([0.1, 0.1, 0.1], [-60.0, -61.0, -51.0]) == []
+    assert d.speaking
+    assert d.feed([0.1], [-52.0]) == []  # still louder: held again
+    assert kinds(d.feed([0.1], [-60.5])) == [("SpeechStopped", 0.192)]  # back at the floor
+
+
+def test_speech_that_resumes_during_the_hold_keeps_the_turn() -> None:
+    d = speaking_detector()
+    # the sound rose at the third window; Silero only says speech two windows later
+    assert d.feed([0.1, 0.1, 0.2, 0.4, 0.9], [-60.0, -60.0, -45.0, -30.0, -20.0]) == []
+    assert d.speaking
+    assert kinds(d.feed([0.1, 0.1, 0.1], [-60.0, -60.0, -60.0])) == [("SpeechStopped", 0.288)]
+
+
+def test_the_hold_lasts_at_most_rise_hold_ms() -> None:
+    d = speaking_detector(rise_hold_ms=64.0)  # two windows
+    events = d.feed([0.1] * 6, [-60.0, -60.0, -40.0, -40.0, -40.0, -40.0])
+    # quiet windows 1-2, held at 3 and 4, ended at 5: 0.032 + 5 * 0.032
+    assert kinds(events) == [("SpeechStopped", 0.192)]
+
+
+def test_a_steady_noise_floor_does_not_hold_the_pause() -> None:
+    levels = list(-50.0 + np.random.default_rng(3).normal(0, 0.5, 3))  # white noise: ~0.4 dB between windows
+    d = speaking_detector()
+    assert kinds(d.feed([0.1, 0.1, 0.1], levels)) == [("SpeechStopped", 0.128)]
+
+
+def test_without_levels_or_with_rise_db_none_there_is_no_hold() -> None:
+    assert kinds(speaking_detector().feed([0.1, 0.1, 0.1])) == [("SpeechStopped", 0.128)]
+    d = speaking_detector(rise_db=None)
+    assert kinds(d.feed([0.1, 0.1, 0.1], [-60.0, -60.0, -30.0])) == [("SpeechStopped", 0.128)]
 
 
 # -- the operator on real speech ---------------------------------------------------------
@@ -141,6 +190,32 @@ async def test_audio_passes_through_unchanged_and_events_follow_their_chunk() ->
             before = [i for i in items[:index] if isinstance(i, AudioChunk)][-1]
             # decided inside (or at the end of) the chunk just before it
             assert before.media_time_s < item.media_time_s <= before.media_time_s + before.duration_s + 1e-9
+
+
+def goodbye_then_thanks(gap_s: float, rate: int) -> AudioChunk:
+    """"Goodbye." and "Thank you for trying out ..." (demo-thanks) with ``gap_s`` of silence between."""
+    clip = load_audio(THANKS, sample_rate=rate)
+    first, second = clip.slice(0, round(1.12 * rate)), clip.slice(round(1.25 * rate), clip.n_samples)
+    return AudioChunk.concat([first, AudioChunk.silence(gap_s, rate), second, AudioChunk.silence(1.0, rate)], pts=0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rate", [8000, 48000])
+async def test_the_resume_hold_keeps_a_pause_whose_second_sentence_silero_hears_late(rate: int) -> None:
+    # A 0.35 s gap between two sentences, under the 448 ms pause: Silero only says
+    # "speech" 40-100 ms into "Thank you", so without the hold the turn ends first.
+    pair = goodbye_then_thanks(0.35, rate)
+    held = [name for name, _ in kinds(events_of(await collect(pair)))]
+    assert held == ["SpeechStarted", "SpeechStopped"]
+    unheld = [name for name, _ in kinds(events_of(await collect(pair, rise_db=None)))]
+    assert unheld == ["SpeechStarted", "SpeechStopped"] * 2
+
+
+@pytest.mark.anyio
+async def test_the_resume_hold_costs_nothing_at_the_end_of_a_turn() -> None:
+    for clip in (load_audio(HELLO), load_audio(THANKS)):
+        audio = AudioChunk.concat([clip, AudioChunk.silence(1.0, 8000)])
+        assert kinds(events_of(await collect(audio))) == kinds(events_of(await collect(audio, rise_db=None)))
 
 
 @pytest.mark.anyio

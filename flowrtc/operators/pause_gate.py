@@ -21,7 +21,14 @@ from typing import Any, AsyncIterable, AsyncIterator
 from flowrtc.events import Log, PauseDetected, SpeechStarted, SpeechStopped, Utterance
 from flowrtc.media import AudioChunk
 from flowrtc.operators.core import Pipe, operator, scoped
-from flowrtc.operators.vad import DEFAULT_MIN_SILENCE_MS, DEFAULT_MIN_SPEECH_MS, DEFAULT_THRESHOLD, vad
+from flowrtc.operators.vad import (
+    DEFAULT_MIN_SILENCE_MS,
+    DEFAULT_MIN_SPEECH_MS,
+    DEFAULT_RISE_DB,
+    DEFAULT_RISE_HOLD_MS,
+    DEFAULT_THRESHOLD,
+    vad,
+)
 
 __all__ = ["pause_gate", "turn_settings", "turn_taking", "TurnSettings", "DEFAULT_SPEECH_PAD_MS"]
 
@@ -98,8 +105,13 @@ def turn_taking(
     model: Any = None,
     batched: bool = True,
     engine: Any = None,
+    rise_db: float | None = DEFAULT_RISE_DB,
+    rise_hold_ms: float = DEFAULT_RISE_HOLD_MS,
 ) -> Pipe:
     """``vad | pause_gate`` configured from FastRTC's options (see :func:`turn_settings`).
+
+    ``rise_db`` and ``rise_hold_ms`` go to :func:`~flowrtc.operators.vad.vad`:
+    the hold of a turn's end while the audio is getting louder again.
 
     With a FastRTC-style chunk ``model`` the detector reproduces FastRTC's rule
     on its chunks: a chunk with more than ``started_talking_threshold`` of speech
@@ -134,6 +146,8 @@ def turn_taking(
         model=model,
         batched=batched,
         engine=engine,
+        rise_db=rise_db,
+        rise_hold_ms=rise_hold_ms,
     )
     return detector | gate
 

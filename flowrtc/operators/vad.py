@@ -13,6 +13,11 @@ one batching engine; ``batched=False`` scores each window inline instead. The
 model scores at 8 kHz by default (``sample_rate=16000`` to change): 8 kHz input
 is scored as is, multiples of it are low-passed and decimated, other rates
 resampled, for the model only (the audio passed on is untouched).
+
+A pause about to end the turn is held while the audio is getting louder again
+(``rise_db`` over the quietest window of the pause, for at most
+``rise_hold_ms``): Silero needs one to three windows to notice speech resuming,
+and the window's level notices it at once.
 """
 
 from __future__ import annotations
@@ -31,7 +36,15 @@ from flowrtc.models.vad_engine import get_vad_engine
 from flowrtc.operators.core import operator, scoped
 from flowrtc.operators.resample import Resampler
 
-__all__ = ["vad", "SpeechDetector", "DEFAULT_THRESHOLD", "DEFAULT_MIN_SPEECH_MS", "DEFAULT_MIN_SILENCE_MS"]
+__all__ = [
+    "vad",
+    "SpeechDetector",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_MIN_SPEECH_MS",
+    "DEFAULT_MIN_SILENCE_MS",
+    "DEFAULT_RISE_DB",
+    "DEFAULT_RISE_HOLD_MS",
+]
 
 #: Speech probability at which speech starts.
 DEFAULT_THRESHOLD = 0.5
@@ -39,6 +52,13 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_MIN_SPEECH_MS = 160.0
 #: Silence needed before ``SpeechStopped`` (ms): the pause that ends a turn.
 DEFAULT_MIN_SILENCE_MS = 450.0
+#: A window this many dB louder than the quietest one of a pause holds the turn's end.
+#: A steady noise floor varies by ~0.4 dB between 32 ms windows; see docs/turn-taking.md.
+DEFAULT_RISE_DB = 3.0
+#: The longest such a hold lasts (ms): Silero's lag in noticing resumed speech is 40-100 ms.
+DEFAULT_RISE_HOLD_MS = 128.0
+#: Window levels are floored here (about one int16 step of RMS), so digital silence has a level.
+QUIET_DBFS = -90.0
 _NEG_OFFSET = 0.15
 _MIN_NEG = 0.01
 _VAD_RATES = (8000, 16000)
@@ -60,11 +80,33 @@ class SpeechDetector:
     below ``neg_threshold`` — without climbing back to ``threshold`` — for
     ``min_silence_ms``. Durations round to the nearest whole window (at least one).
 
+    When :meth:`feed` is also given each window's level (dBFS), the window
+    that would end the speech is not taken while it is ``rise_db`` or more
+    louder than the quietest window of the pause so far: speech may be
+    resuming, and Silero's probability climbs a window or three after the
+    sound does. Each later window is judged the same way, for at most
+    ``rise_hold_ms``; a probability back at ``threshold`` makes it speech
+    again, as always. ``rise_db=None`` turns the hold off.
+
     Event times are ``start_s + windows_seen * window_s``: media time, exact,
     whatever the speed the audio arrives at.
     """
 
-    __slots__ = ("window_s", "threshold", "neg_threshold", "speech_windows", "silence_windows", "start_s", "windows", "state", "run")
+    __slots__ = (
+        "window_s",
+        "threshold",
+        "neg_threshold",
+        "speech_windows",
+        "silence_windows",
+        "rise_db",
+        "hold_windows",
+        "start_s",
+        "windows",
+        "state",
+        "run",
+        "_floor",
+        "_held",
+    )
 
     def __init__(
         self,
@@ -74,6 +116,8 @@ class SpeechDetector:
         neg_threshold: float | None = None,
         min_speech_ms: float = DEFAULT_MIN_SPEECH_MS,
         min_silence_ms: float = DEFAULT_MIN_SILENCE_MS,
+        rise_db: float | None = DEFAULT_RISE_DB,
+        rise_hold_ms: float = DEFAULT_RISE_HOLD_MS,
         start_s: float = 0.0,
     ) -> None:
         if neg_threshold is None:
@@ -82,15 +126,21 @@ class SpeechDetector:
             raise ConfigurationError(f"need 0 <= neg_threshold <= threshold <= 1, got {neg_threshold!r}, {threshold!r}")
         if min_speech_ms < 0 or min_silence_ms < 0:
             raise ConfigurationError("min_speech_ms and min_silence_ms must be >= 0")
+        if (rise_db is not None and not rise_db > 0) or rise_hold_ms < 0:
+            raise ConfigurationError(f"need rise_db > 0 (or None) and rise_hold_ms >= 0, got {rise_db!r}, {rise_hold_ms!r}")
         self.window_s = window_s
         self.threshold = threshold
         self.neg_threshold = neg_threshold
         self.speech_windows = _windows(min_speech_ms, window_s)
         self.silence_windows = _windows(min_silence_ms, window_s)
+        self.rise_db = rise_db
+        self.hold_windows = round(rise_hold_ms / 1000 / window_s)
         self.start_s = start_s
         self.windows = 0
         self.state = _IDLE
         self.run = 0
+        self._floor: float | None = None  # the quietest level of the current pause (dBFS)
+        self._held = 0  # windows the current pause's end has been held
 
     @property
     def speaking(self) -> bool:
@@ -102,12 +152,17 @@ class SpeechDetector:
         """Media time at the end of the last window scored."""
         return self.start_s + self.windows * self.window_s
 
-    def feed(self, probabilities: Any) -> list[Event]:
-        """Advance by one window per probability; return the events decided."""
+    def feed(self, probabilities: Any, levels: Any = None) -> list[Event]:
+        """Advance by one window per probability; return the events decided.
+
+        ``levels``, if given, holds each window's level in dBFS (``None`` for
+        a window whose level is not known); it is what the resume hold reads.
+        """
         events: list[Event] = []
         state, run = self.state, self.run
         threshold, neg = self.threshold, self.neg_threshold
-        for p in probabilities:
+        rise = self.rise_db if levels is not None else None
+        for i, p in enumerate(probabilities):
             self.windows += 1
             if state == _IDLE:
                 if p >= threshold:
@@ -125,8 +180,16 @@ class SpeechDetector:
             elif p >= threshold:
                 run = 0
             elif run or p < neg:
+                if run == 0:  # a pause begins
+                    self._floor, self._held = None, 0
+                level = None if rise is None else levels[i]
+                if level is not None and (self._floor is None or level < self._floor):
+                    self._floor = level
                 run += 1
                 if run >= self.silence_windows:
+                    if level is not None and self._held < self.hold_windows and level >= self._floor + rise:  # type: ignore[operator]
+                        self._held += 1  # louder than the pause was: speech may be resuming
+                        continue
                     state, run = _IDLE, 0
                     events.append(SpeechStopped(media_time_s=self.now_s))
         self.state, self.run = state, run
@@ -280,6 +343,37 @@ class _ToScoringRate:
         return mono
 
 
+class _WindowLevels:
+    """Each scoring window's level (dBFS), cut from the same samples as the scorer's windows.
+
+    The samples are always cut, so windows stay aligned with the model's; levels
+    are computed only when asked for (while speech is on, where the resume hold
+    reads them).
+    """
+
+    __slots__ = ("window", "_rest")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._rest: np.ndarray | None = None
+
+    def push(self, samples: np.ndarray, wanted: bool) -> list[float] | None:
+        if self._rest is not None and self._rest.shape[0]:
+            samples = np.concatenate((self._rest.astype(samples.dtype, copy=False), samples))
+        whole = samples.shape[0] - samples.shape[0] % self.window
+        self._rest = samples[whole:]
+        if not wanted or not whole:
+            return None
+        frames = samples[:whole].reshape(-1, self.window).astype(np.float32)
+        if samples.dtype == np.int16:
+            frames *= np.float32(1 / 32768)
+        power = np.einsum("ij,ij->i", frames, frames) / np.float32(self.window)
+        return (10 * np.log10(np.maximum(power, _QUIET_POWER))).tolist()
+
+
+_QUIET_POWER = np.float32(10 ** (QUIET_DBFS / 10))
+
+
 @operator
 async def vad(
     source: AsyncIterable[Any],
@@ -288,6 +382,8 @@ async def vad(
     neg_threshold: float | None = None,
     min_speech_ms: float = DEFAULT_MIN_SPEECH_MS,
     min_silence_ms: float = DEFAULT_MIN_SILENCE_MS,
+    rise_db: float | None = DEFAULT_RISE_DB,
+    rise_hold_ms: float = DEFAULT_RISE_HOLD_MS,
     batched: bool = True,
     engine: Any = None,
     model: Any = None,
@@ -300,6 +396,11 @@ async def vad(
         neg_threshold: probability below which speech stops (default ``threshold - 0.15``).
         min_speech_ms: continuous speech needed before ``SpeechStarted``, in ms.
         min_silence_ms: silence needed before ``SpeechStopped``, in ms.
+        rise_db: a window this many dB louder than the quietest window of the
+            pause holds the ``SpeechStopped`` it would have decided (speech may
+            be resuming); ``None`` turns the hold off. Not used with a
+            FastRTC-style chunk model.
+        rise_hold_ms: the longest such a hold lasts, in ms.
         batched: score on the event loop's shared batching engine (default), or
             inline, one window at a time (``False``; blocks the loop ~0.2 ms per window).
         engine: a specific :class:`~flowrtc.models.vad_engine.VADEngine` to use.
@@ -313,6 +414,7 @@ async def vad(
     detector: SpeechDetector | None = None
     scorer: _Scorer | None = None
     convert: _ToScoringRate | None = None
+    levels: _WindowLevels | None = None
     window_in = 0  # input samples per scoring window
     pending: list[np.ndarray] = []  # input frames not yet scored
     pending_count = 0
@@ -332,6 +434,8 @@ async def vad(
                     scorer = _make_scorer(model, engine, batched, rate)
                     if not chunked:
                         convert = _ToScoringRate(input_rate, rate)
+                        if rise_db is not None:
+                            levels = _WindowLevels(WINDOW_SAMPLES[rate])
                     window_in = max(1, round(scorer.window_s * input_rate))
                     detector = SpeechDetector(
                         window_s=scorer.window_s,
@@ -339,6 +443,8 @@ async def vad(
                         neg_threshold=neg_threshold,
                         min_speech_ms=min_speech_ms,
                         min_silence_ms=min_silence_ms,
+                        rise_db=rise_db,
+                        rise_hold_ms=rise_hold_ms,
                         start_s=item.pts / item.sample_rate,
                     )
                 elif item.sample_rate != input_rate:
@@ -358,9 +464,12 @@ async def vad(
                     samples = _mono_int16(pending)
                 pending = []
                 pending_count %= window_in
+                window_levels = None if levels is None else levels.push(samples, detector.speaking)  # type: ignore[union-attr]
                 probabilities = await scorer.score(samples)
                 if probabilities:
-                    for event in detector.feed(probabilities):  # type: ignore[union-attr]
+                    if window_levels is not None and len(window_levels) != len(probabilities):
+                        window_levels = None
+                    for event in detector.feed(probabilities, window_levels):  # type: ignore[union-attr]
                         yield event
         if detector is not None:
             for event in detector.finish(end_s):
