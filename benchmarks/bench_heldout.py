@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_turns import MEDIA, at_rate, join, long_reply, reply_times, sentences, silence, with_noise  # noqa: E402
+from bench_turns import MEDIA, at_rate, join, long_reply, reply_times, sentences, set_rise_db, silence, with_noise  # noqa: E402
 from flowrtc.events import Interrupt, ReplyStarted  # noqa: E402
 from flowrtc.handlers.options import AlgoOptions  # noqa: E402
 from flowrtc.media import AudioChunk  # noqa: E402
@@ -252,17 +252,6 @@ def pause_sweep(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int]) 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
-
-
-def set_rise_db(rise_db: float | None) -> None:
-    """Make every ``ReplyOnPause`` of this process use ``rise_db`` for its resume hold."""
-    import functools
-
-    import flowrtc.handlers.reply_on_pause as module
-    from flowrtc.operators import turn_taking
-
-    module.turn_taking = functools.partial(turn_taking, rise_db=rise_db)  # type: ignore[attr-defined]
-    print(f"vad resume hold: {'off' if rise_db is None else f'{rise_db} dB'}", flush=True)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Turn-taking: latency, sentence gaps, barge-in, CPU per session and concurrency.
 
-Run: ``python benchmarks/bench_turns.py [--only turns,bargein,cpu,concurrency] [--runs 3]``
+Run: ``python benchmarks/bench_turns.py [--only turns,bargein,cpu,concurrency] [--runs 3] [--rise-db off]``
 
 Everything is measured on the real recordings in tests/media, with the
 ground-truth speech segments of tests/media/LICENSE.md, cut into sentences and
@@ -123,6 +123,22 @@ def long_reply(audio: tuple[int, np.ndarray]) -> Any:
         yield 24000, np.full(12000, 3000, np.int16)  # 6 s in all
 
 
+#: Options every ``vad`` this benchmark builds gets (``set_rise_db``).
+VAD_OPTIONS: dict[str, Any] = {}
+
+
+def set_rise_db(rise_db: float | None) -> None:
+    """Make every ``ReplyOnPause`` and ``vad`` of this process use ``rise_db`` for its resume hold."""
+    import functools
+
+    import flowrtc.handlers.reply_on_pause as module
+    from flowrtc.operators import turn_taking
+
+    module.turn_taking = functools.partial(turn_taking, rise_db=rise_db)  # type: ignore[attr-defined]
+    VAD_OPTIONS["rise_db"] = rise_db
+    print(f"vad resume hold: {'off' if rise_db is None else f'{rise_db} dB'}", flush=True)
+
+
 async def reply_times(audio: AudioChunk, fn: Callable[..., Any] = quiet, **options: Any) -> Any:
     return await arun(ReplyOnPause(fn, **options), audio=audio)
 
@@ -208,7 +224,7 @@ async def _detect(audio: AudioChunk, min_speech_ms: float, min_silence_ms: float
             yield frame
 
     gate = pause_gate(min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms)
-    return [item async for item in (vad(min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms) | gate)(frames())]
+    return [item async for item in (vad(min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms, **VAD_OPTIONS) | gate)(frames())]
 
 
 async def bench_sweep() -> list[dict[str, Any]]:
@@ -341,7 +357,7 @@ async def _probe(source: AsyncIterable[Any], *, clock: Callable[[], float], lags
 def phone_graph(*, batched: bool, lags: list[float] | None = None, clock: Callable[[], float] | None = None, engine: Any = None) -> Graph:
     """ReplyOnPause's graph at 8 kHz phone settings, with an optional lag probe after the VAD."""  # mirrors ReplyOnPause.graph
     s = turn_settings()
-    detector = vad(threshold=s.threshold, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms, batched=batched, engine=engine)
+    detector = vad(threshold=s.threshold, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms, batched=batched, engine=engine, **VAD_OPTIONS)
     if lags is not None and clock is not None:
         detector = detector | _probe(clock=clock, lags=lags)
     pipe = (
@@ -462,6 +478,7 @@ def bench_concurrency(counts: list[int], seconds: float, batched: bool, runs: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="turns,bargein,cpu,concurrency", help="any of sweep,turns,bargein,cpu,concurrency")
+    parser.add_argument("--rise-db", default="", help="vad's resume hold for this run: dB, or 'off' (default: the library's)")
     parser.add_argument("--runs", type=int, default=3, help="runs per CPU / concurrency point (median)")
     parser.add_argument("--sessions", type=int, default=64, help="concurrent sessions for the CPU runs")
     parser.add_argument("--seconds", type=float, default=10.0, help="wall seconds per concurrency point")
@@ -469,6 +486,8 @@ def main() -> None:
     parser.add_argument("--inline-counts", default="25,50,100,150,200")
     parser.add_argument("--loop", default="uvloop,asyncio", help="event loops to measure cpu and concurrency on")
     args = parser.parse_args()
+    if args.rise_db:
+        set_rise_db(None if args.rise_db == "off" else float(args.rise_db))
     global LOOP
     only = set(args.only.split(","))
     if "sweep" in only:

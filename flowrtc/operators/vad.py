@@ -22,6 +22,7 @@ and the window's level notices it at once.
 
 from __future__ import annotations
 
+import math
 from typing import Any, AsyncIterable, AsyncIterator, Protocol
 
 import anyio.to_thread
@@ -344,11 +345,12 @@ class _ToScoringRate:
 
 
 class _WindowLevels:
-    """Each scoring window's level (dBFS), cut from the same samples as the scorer's windows.
+    """The scoring windows' levels (dBFS), cut from the same samples as the scorer's windows.
 
-    The samples are always cut, so windows stay aligned with the model's; levels
-    are computed only when asked for (while speech is on, where the resume hold
-    reads them).
+    The samples are always cut, so windows stay aligned with the model's. While
+    speech is on, :meth:`push` returns the new windows as a sequence whose
+    levels are computed when read: the detector reads only the windows of a
+    pause, where the resume hold needs them.
     """
 
     __slots__ = ("window", "_rest")
@@ -357,21 +359,40 @@ class _WindowLevels:
         self.window = window
         self._rest: np.ndarray | None = None
 
-    def push(self, samples: np.ndarray, wanted: bool) -> list[float] | None:
-        if self._rest is not None and self._rest.shape[0]:
-            samples = np.concatenate((self._rest.astype(samples.dtype, copy=False), samples))
-        whole = samples.shape[0] - samples.shape[0] % self.window
+    def push(self, samples: np.ndarray, wanted: bool) -> _Levels | None:
+        rest = self._rest
+        held = 0 if rest is None else rest.shape[0]
+        keep = (held + samples.shape[0]) % self.window  # samples of the window not yet complete
+        if not wanted and keep <= samples.shape[0]:
+            self._rest = samples[samples.shape[0] - keep :]  # nothing to measure: only stay aligned
+            return None
+        if held:
+            samples = np.concatenate((rest.astype(samples.dtype, copy=False), samples))  # type: ignore[union-attr]
+        whole = samples.shape[0] - keep
         self._rest = samples[whole:]
         if not wanted or not whole:
             return None
-        frames = samples[:whole].reshape(-1, self.window).astype(np.float32)
-        if samples.dtype == np.int16:
-            frames *= np.float32(1 / 32768)
-        power = np.einsum("ij,ij->i", frames, frames) / np.float32(self.window)
-        return (10 * np.log10(np.maximum(power, _QUIET_POWER))).tolist()
+        return _Levels(samples[:whole].reshape(-1, self.window))
 
 
-_QUIET_POWER = np.float32(10 ** (QUIET_DBFS / 10))
+class _Levels:
+    """Window ``i``'s level in dBFS, computed when asked for (floored at ``QUIET_DBFS``)."""
+
+    __slots__ = ("_frames", "_scale")
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self._frames = frames
+        self._scale = (1 / 32768**2 if frames.dtype == np.int16 else 1.0) / frames.shape[1]
+
+    def __len__(self) -> int:
+        return self._frames.shape[0]
+
+    def __getitem__(self, i: int) -> float:
+        row = self._frames[i].astype(np.float32)
+        return 10 * math.log10(max(float(row @ row) * self._scale, _QUIET_POWER))
+
+
+_QUIET_POWER = 10 ** (QUIET_DBFS / 10)
 
 
 @operator
