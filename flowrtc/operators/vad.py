@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_MIN_SILENCE_MS",
     "DEFAULT_RISE_DB",
     "DEFAULT_RISE_HOLD_MS",
+    "QUIET_DBFS",
 ]
 
 #: Speech probability at which speech starts.
