@@ -51,7 +51,13 @@ class SpeechStarted(Event, frozen=True, kw_only=True):
 
 
 class SpeechStopped(Event, frozen=True, kw_only=True):
-    """The VAD decided that speech ended at ``media_time_s``."""
+    """The VAD decided at ``media_time_s`` that speech had stopped.
+
+    ``speech_end_s``: when it stopped, the start of the pause that ended it
+    (``None`` when the detector does not say).
+    """
+
+    speech_end_s: float | None = None
 
 
 class PauseDetected(Event, frozen=True, kw_only=True):

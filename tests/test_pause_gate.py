@@ -56,6 +56,25 @@ def stopped(t: float) -> tuple[float, SpeechStopped]:
 
 
 @pytest.mark.anyio
+async def test_a_speech_stopped_that_says_when_speech_ended_is_taken_at_its_word() -> None:
+    # the VAD held the pause's end 96 ms (a rise in level): it decided at 3.546 s, the speech
+    # had ended at 3.0 s
+    audio = ramp(5.0)
+    items = await gate(
+        [started(1.16), (3.546, SpeechStopped(media_time_s=3.546, speech_end_s=3.0))],
+        audio,
+        speech_pad_ms=200,
+        min_speech_ms=160,
+        min_silence_ms=450,
+    )
+    utterance = items[-1]
+    assert utterance.media_time_s == 3.546
+    assert utterance.end_s == pytest.approx(3.0)
+    assert utterance.audio.pts == round(0.8 * RATE)
+    assert utterance.audio.n_samples == round(2.4 * RATE)  # still to 200 ms after the speech
+
+
+@pytest.mark.anyio
 async def test_one_turn_becomes_one_utterance_with_padding() -> None:
     audio = ramp(5.0)
     items = await gate(

@@ -67,7 +67,9 @@ def test_speech_stops_after_min_silence_and_resets_on_speech() -> None:
     # two silent windows, then speech again: the silence run restarts
     assert d.feed([0.1, 0.1, 0.9]) == []
     # a window between the thresholds extends a silence run that has started
-    assert kinds(d.feed([0.1, 0.4, 0.1])) == [("SpeechStopped", 0.224)]
+    (stop,) = d.feed([0.1, 0.4, 0.1])
+    assert kinds([stop]) == [("SpeechStopped", 0.224)]
+    assert stop.speech_end_s == pytest.approx(0.128)  # the pause began after the fourth window
     assert not d.speaking
 
 
@@ -85,8 +87,12 @@ def test_durations_round_to_whole_windows() -> None:
 def test_finish_stops_speech_at_the_end_of_input() -> None:
     d = detector(min_speech_ms=32)
     d.feed([0.9, 0.9])
-    assert kinds(d.finish(1.0)) == [("SpeechStopped", 1.0)]
+    (stop,) = d.finish(1.0)
+    assert kinds([stop]) == [("SpeechStopped", 1.0)] and stop.speech_end_s == 1.0
     assert d.finish(2.0) == []
+    d.feed([0.9, 0.1])  # in a pause when the input ends: speech ended where the pause began
+    (stop,) = d.finish(2.0)
+    assert (stop.media_time_s, stop.speech_end_s) == (2.0, pytest.approx(0.096))  # after the 3rd window
 
 
 def test_bad_thresholds_are_rejected() -> None:
@@ -113,7 +119,9 @@ def test_a_pause_ending_on_a_louder_window_is_held_until_it_is_quiet_again() -> 
     assert d.feed([0.1, 0.1, 0.1], [-60.0, -61.0, -51.0]) == []
     assert d.speaking
     assert d.feed([0.1], [-52.0]) == []  # still louder: held again
-    assert kinds(d.feed([0.1], [-60.5])) == [("SpeechStopped", 0.192)]  # back at the floor
+    (stop,) = d.feed([0.1], [-60.5])  # back at the floor
+    assert kinds([stop]) == [("SpeechStopped", 0.192)]
+    assert stop.speech_end_s == pytest.approx(0.032)  # the speech ended where the pause began
 
 
 def test_speech_that_resumes_during_the_hold_keeps_the_turn() -> None:

@@ -205,7 +205,8 @@ async def pause_gate(
     Options:
         speech_pad_ms: audio kept before the speech starts and after it ends, in ms.
         min_speech_ms / min_silence_ms: the upstream ``vad``'s settings, in ms (its
-            events come that long after the speech started / stopped).
+            events come that long after the speech started / stopped; a
+            ``SpeechStopped`` that carries ``speech_end_s`` is taken at its word).
         max_turn_s: cut a turn this many seconds long even while the user speaks;
             if they go on, the next turn starts at once.
         algo_options / model_options: FastRTC's ``AlgoOptions`` / ``SileroVadOptions``;
@@ -279,7 +280,8 @@ async def pause_gate(
                 yield item
                 if turn is not None:
                     t = item.media_time_s
-                    speech_end_s = max(turn.speech_start_s, t - silence_s)
+                    said_end_s = item.speech_end_s if item.speech_end_s is not None else t - silence_s
+                    speech_end_s = max(turn.speech_start_s, said_end_s)
                     end_s = min(t, speech_end_s + pad_s)
                     for event in utterance(end_s, speech_end_s, t):
                         yield event

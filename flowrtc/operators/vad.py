@@ -192,16 +192,18 @@ class SpeechDetector:
                     if level is not None and self._held < self.hold_windows and level >= self._floor + rise:  # type: ignore[operator]
                         self._held += 1  # louder than the pause was: speech may be resuming
                         continue
+                    events.append(SpeechStopped(media_time_s=self.now_s, speech_end_s=self.now_s - run * self.window_s))
                     state, run = _IDLE, 0
-                    events.append(SpeechStopped(media_time_s=self.now_s))
         self.state, self.run = state, run
         return events
 
     def finish(self, end_s: float) -> list[Event]:
         """The input ended at ``end_s``: speech in progress stops there."""
         if self.state == _SPEECH:
+            stop_s = max(end_s, self.now_s)
+            speech_end_s = self.now_s - self.run * self.window_s if self.run else stop_s
             self.state, self.run = _IDLE, 0
-            return [SpeechStopped(media_time_s=max(end_s, self.now_s))]
+            return [SpeechStopped(media_time_s=stop_s, speech_end_s=speech_end_s)]
         self.state, self.run = _IDLE, 0
         return []
 
@@ -442,6 +444,7 @@ async def vad(
     pending_count = 0
     input_rate = 0
     end_s = 0.0
+    chunked = False  # a FastRTC chunk model
     try:
         async with scoped(source) as items:
             async for item in items:
@@ -492,13 +495,19 @@ async def vad(
                     if window_levels is not None and len(window_levels) != len(probabilities):
                         window_levels = None
                     for event in detector.feed(probabilities, window_levels):  # type: ignore[union-attr]
-                        yield event
+                        yield _fastrtc_end(event) if chunked else event
         if detector is not None:
             for event in detector.finish(end_s):
-                yield event
+                yield _fastrtc_end(event) if chunked else event
     finally:
         if scorer is not None:
             scorer.close()
+
+
+def _fastrtc_end(event: Event) -> Event:
+    """With a FastRTC chunk model the turn runs to the end of the chunk that ended it, as
+    FastRTC handed it over: its ``SpeechStopped`` does not say the speech ended earlier."""
+    return SpeechStopped(media_time_s=event.media_time_s) if isinstance(event, SpeechStopped) else event
 
 
 def _mono_int16(frames: list[np.ndarray]) -> np.ndarray:
