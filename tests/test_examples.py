@@ -200,7 +200,8 @@ def exercise_echo_reply_on_pause(tmp_path: Path, capsys: pytest.CaptureFixture[s
     echoed = sum(chunk.duration_s for chunk in recording.audio_chunks)
     assert echoed == pytest.approx(1.6, abs=0.05)
     assert load_audio(tmp_path / "echo.wav").duration_s == pytest.approx(recording.audio.duration_s, abs=0.001)
-    assert "echoed 1.61 s of audio at 24000 Hz" in capsys.readouterr().out  # speech_pad_ms of pre-roll: from 0.024 s
+    # speech_pad_ms around the speech: from 0.024 s to 0.2 s after the pause began at 1.44 s, 1.616 s
+    assert "echoed 1.62 s of audio at 24000 Hz" in capsys.readouterr().out
     # As a script, with the packaged recording.
     result = subprocess.run([PYTHON, "-W", "error", "examples/echo_reply_on_pause.py"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
