@@ -157,8 +157,9 @@ class SpeechDetector:
     def feed(self, probabilities: Any, levels: Any = None) -> list[Event]:
         """Advance by one window per probability; return the events decided.
 
-        ``levels``, if given, holds each window's level in dBFS (``None`` for
-        a window whose level is not known); it is what the resume hold reads.
+        ``levels``, if given, is each window's level in dBFS (a sequence as
+        long as ``probabilities``); the resume hold reads it. A ``SpeechStopped``
+        carries ``speech_end_s``, where its pause began.
         """
         events: list[Event] = []
         state, run = self.state, self.run
