@@ -250,6 +250,28 @@ def pause_sweep(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int]) 
               f"{' | '.join(pairs)} |", flush=True)
 
 
+async def heldout_pair_splits(pairs: list[tuple[Prompt, Prompt]], gap_s: float, noise: float) -> int:
+    """Pairs of held-out prompts joined by ``gap_s`` (plus ``noise``) that got more than one reply."""
+    cut = 0
+    for first, second in pairs:
+        head = first.audio.slice(0, round(first.end_s * RATE))
+        tail = second.audio.slice(round(second.start_s * RATE))
+        audio = join([head, silence(gap_s), tail, silence(1.0)])
+        recording = await reply_times(with_noise(audio, level=noise) if noise else audio)
+        cut += len(recording.times(ReplyStarted)) > 1
+    return cut
+
+
+def heldout_pairs(voices: dict[str, tuple[list[Prompt], int]]) -> None:
+    """Cut turns over pairs of held-out prompts, at the default pause, 8 kHz, media time."""
+    pairs = [(said[i], said[i + 1]) for voice, (said, _) in voices.items() if not voice.startswith("tuning") for i in range(0, len(said) - 1, 2)]
+    print(f"| gap | held-out pairs cut in two, silence / -50 / -40 dBFS (of {len(pairs)}) |")
+    print("| ---: | ---: |")
+    for gap in PAIR_GAPS_S[:3]:
+        cuts = [anyio.run(heldout_pair_splits, pairs, gap, noise) for noise in PAIR_NOISE]
+        print(f"| {gap:.2f} s | {' / '.join(str(n) for n in cuts)} |", flush=True)
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -261,6 +283,7 @@ def main() -> None:
     parser.add_argument("--rates", default="8000,16000")
     parser.add_argument("--cache", default=str(heldout_cache()), help="where the sound packages are unpacked (default $FLOWRTC_HELDOUT or ~/.cache/flowrtc-heldout)")
     parser.add_argument("--pauses", default="", help="instead: turn latency against split turns for these turn-end pauses (ms, multiples of 32)")
+    parser.add_argument("--pairs", action="store_true", help="instead: cut turns over pairs of held-out prompts joined by short gaps")
     parser.add_argument("--rise-db", default="", help="vad's resume hold for this run: dB, or 'off' (default: the library's)")
     args = parser.parse_args()
     if args.rise_db:
@@ -272,6 +295,9 @@ def main() -> None:
         voices[voice] = prompts(cache, voice, args.per_voice)
     if args.pauses:
         pause_sweep(voices, [int(p) for p in args.pauses.split(",")])
+        return
+    if args.pairs:
+        heldout_pairs(voices)
         return
 
     print("| voice | rate | prompts (left out) | turn latency median / p90 / max (s) | missed | split, inner pause < 0.30 s | 0.30-0.45 s | >= 0.45 s | barge-in median / max (s) | no barge-in |")
