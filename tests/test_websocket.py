@@ -326,6 +326,28 @@ async def test_reply_on_pause_reply_and_barge_in(media_dir: Any) -> None:
         await settle(stream, baseline)
 
 
+async def test_a_short_gap_between_sentences_is_one_turn_over_a_real_websocket(media_dir: Any) -> None:
+    """"Goodbye." and "Thank you for trying out ..." 0.35 s apart: Silero hears the second sentence
+    late, and without vad's resume hold the turn ended in the gap (tests/test_vad_operator.py)."""
+    from flowrtc import ReplyOnPause
+
+    def quiet(audio: tuple[int, np.ndarray]) -> Any:
+        yield audio[0], np.zeros((1, audio[0] // 10), np.int16)
+
+    thanks = load_audio(media_dir / "asterisk_demo-thanks_8k.wav", sample_rate=16000)
+    goodbye, rest = thanks.slice(0, round(1.12 * 16000)), thanks.slice(round(1.25 * 16000), thanks.n_samples)
+    stream = Stream(ReplyOnPause(quiet, input_sample_rate=16000), modality="audio", concurrency_limit=None)
+    async with serve(stream) as host, connect(f"ws://{host}/websocket/offer") as ws:
+        await ws.send(json.dumps({"event": "start", "websocket_id": "gap"}))
+        received = Received()
+        async with anyio.create_task_group() as group:
+            group.start_soon(collect, ws, received)
+            await talk(ws, [goodbye, silence(16000, 0.35), rest, silence(16000, 1.0)])
+            await ws.send('{"event":"stop"}')
+    logs = [m["data"] for _, m in received.messages if isinstance(m, dict) and m.get("type") == "log"]
+    assert logs.count("pause_detected") == 1, logs
+
+
 class EchoHandler:
     """A FastRTC-style AsyncStreamHandler: echoes each frame, records its context and its shutdown."""
 
