@@ -14,10 +14,9 @@ tests/media, upsampled to 16 kHz by linear interpolation when ``--rate 16000``):
 Columns: µs of wall time per window, µs of process CPU (all threads) per window,
 and CPU seconds per second of audio per stream (CPU per window x windows per s).
 
-Last, the cost of ``vad``'s resume hold (``_WindowLevels``, one 20 ms frame pushed
-at a time, as the operator does): cutting the windows, which is always done, and
-computing every window's level, which the detector only asks for in a pause, against
-unbatched Silero on the same windows in the same run.
+Last, the cost of ``vad``'s resume hold: reading the level of every window the model
+scored (``_Levels``, on the rows ``VADStream.prepare`` cut; the detector only reads a
+pause's), against unbatched Silero on the same windows in the same run.
 """
 
 from __future__ import annotations
@@ -101,17 +100,16 @@ def run_engine(clips: list[np.ndarray], rate: int) -> VADEngine:
     return asyncio.run(main())
 
 
-def run_levels(clips: list[np.ndarray], rate: int, read: bool) -> None:
-    from flowrtc.operators.vad import _WindowLevels
+def run_levels(clips: list[np.ndarray], rate: int) -> None:
+    from flowrtc.operators.vad import _Levels
 
-    frame = rate // 50
+    win = WINDOW_SAMPLES[rate]
     for c in clips:
-        levels = _WindowLevels(WINDOW_SAMPLES[rate])
-        for pos in range(0, len(c), frame):
-            got = levels.push(c[pos : pos + frame], read)
-            if got is not None:
-                for i in range(len(got)):
-                    got[i]  # each level read, as the detector reads a pause's windows
+        stream = VADStream(rate)
+        windows = stream.prepare(c)  # the rows the model scores (one vectorised cut of the clip)
+        levels = _Levels(windows, win)
+        for i in range(len(levels)):
+            levels[i]  # each level read, as the detector reads a pause's windows
 
 
 def main() -> None:
@@ -153,16 +151,12 @@ def main() -> None:
                   f"{c * per_second:>24.5f} | {mean_batch:>10.1f}")
 
     clips = streams_audio(audio, 8, TOTAL_WINDOWS // 8, win)
-    runs = {
-        "Silero, unbatched": lambda: run_unbatched(clips, rate),
-        "cut": lambda: run_levels(clips, rate, False),
-        "cut and read": lambda: run_levels(clips, rate, True),
-    }
+    runs = {"Silero, unbatched": lambda: run_unbatched(clips, rate), "levels": lambda: run_levels(clips, rate)}
     costs = {name: statistics.median(timed(fn)[1] for _ in range(args.runs)) / TOTAL_WINDOWS for name, fn in runs.items()}
     silero = costs["Silero, unbatched"]
-    print(f"\nresume hold, per window, against unbatched Silero's {silero * 1e6:.1f} µs: cutting the windows (always) "
-          f"{costs['cut'] * 1e6:.1f} µs ({costs['cut'] / silero:.1%}); cutting and reading every level "
-          f"{costs['cut and read'] * 1e6:.1f} µs ({costs['cut and read'] / silero:.1%}; the detector reads only a pause's windows)")
+    print(f"\nresume hold: reading a window's level {costs['levels'] * 1e6:.1f} µs, "
+          f"{costs['levels'] / silero:.1%} of unbatched Silero's {silero * 1e6:.1f} µs per window; "
+          f"the detector reads only a pause's windows")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from flowrtc.errors import ConfigurationError
 from flowrtc.events import Log, SpeechStarted, SpeechStopped
 from flowrtc.media import AudioChunk
 from flowrtc.models.protocol import ChunkedPauseModel, PauseDetectionModel
-from flowrtc.operators.vad import QUIET_DBFS, SpeechDetector, _Decimator, _WindowLevels, vad
+from flowrtc.models.silero import VADStream
+from flowrtc.operators.vad import QUIET_DBFS, SpeechDetector, _Decimator, _Levels, vad
 from flowrtc.testing import audio_frames, load_audio
 
 MEDIA = Path(__file__).parent / "media"
@@ -200,26 +201,19 @@ async def test_audio_passes_through_unchanged_and_events_follow_their_chunk() ->
             assert before.media_time_s < item.media_time_s <= before.media_time_s + before.duration_s + 1e-9
 
 
-def test_window_levels_follow_the_scoring_windows_whatever_the_chunking() -> None:
+def test_levels_are_of_the_windows_the_model_scored_whatever_the_chunking() -> None:
     samples = load_audio(HELLO).samples[0]
     whole = samples[: len(samples) // 256 * 256].astype(np.float64).reshape(-1, 256) / 32768
     expected = 10 * np.log10(np.maximum((whole**2).mean(axis=1), 10 ** (QUIET_DBFS / 10)))
-    cutter, at, checked = _WindowLevels(256), 0, 0
-    for k, size in enumerate([100, 256, 300, 7, 512] * 40):
-        if at >= len(samples):
-            break
-        before = at // 256
-        got = cutter.push(samples[at : at + size], k % 3 != 1)  # some pushes only cut, to stay aligned
-        at += len(samples[at : at + size])
-        if got is None:
-            continue
-        assert len(got) == at // 256 - before
-        for i in range(len(got)):
-            assert got[i] == pytest.approx(expected[before + i], abs=1e-3)
-            checked += 1
-    assert checked > len(expected) // 2
-    assert _WindowLevels(256).push(np.zeros(256, np.float32), True)[0] == QUIET_DBFS  # digital silence
-    assert _WindowLevels(256).push(samples[:512], False) is None  # not wanted: only cut
+    stream, at, levels = VADStream(8000), 0, []
+    for size in [100, 256, 300, 7, 512] * 40:
+        stream.push(samples[at : at + size])
+        at += size
+        got = _Levels(stream.last_windows, 256)
+        levels += [got[i] for i in range(len(got))]
+    assert len(levels) == len(expected)
+    np.testing.assert_allclose(levels, expected, atol=1e-3)
+    assert _Levels(np.zeros((1, 288), np.float32), 256)[0] == QUIET_DBFS  # digital silence
 
 
 def goodbye_then_thanks(gap_s: float, rate: int) -> AudioChunk:

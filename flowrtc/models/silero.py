@@ -207,6 +207,8 @@ class VADStream:
         self.state: np.ndarray = np.zeros(STATE_SHAPE, dtype=np.float32)
         # _buf holds the context samples followed by samples not yet in a window.
         self._buf = np.zeros(self.context, dtype=np.float32)
+        #: The rows the last :meth:`prepare` returned (what the last push scored).
+        self.last_windows: np.ndarray = np.empty((0, self.context + self.window), dtype=np.float32)
 
     @property
     def buffered(self) -> int:
@@ -231,7 +233,8 @@ class VADStream:
         total = held + new.shape[0]
         n = (total - ctx) // win
         if n <= 0 and not new.shape[0]:
-            return np.empty((0, ctx + win), dtype=np.float32)
+            self.last_windows = np.empty((0, ctx + win), dtype=np.float32)
+            return self.last_windows
         # One buffer: what was held, then the new samples converted into place.
         buf = np.empty(total, np.float32)
         buf[:held] = old
@@ -243,7 +246,8 @@ class VADStream:
             raise MediaError(f"VAD input must be float32 in [-1, 1] or int16, not {new.dtype}")
         if n <= 0:
             self._buf = buf
-            return np.empty((0, ctx + win), dtype=np.float32)
+            self.last_windows = np.empty((0, ctx + win), dtype=np.float32)
+            return self.last_windows
         if n == 1:  # the usual case: a view, no copy
             windows = buf[None, : ctx + win]
             windows.flags.writeable = False
@@ -251,6 +255,7 @@ class VADStream:
             step = buf.strides[0]
             windows = np.lib.stride_tricks.as_strided(buf, shape=(n, ctx + win), strides=(win * step, step), writeable=False)
         self._buf = buf[n * win :].copy()
+        self.last_windows = windows
         return windows
 
     def commit_state(self, state: np.ndarray) -> None:

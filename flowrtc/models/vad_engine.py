@@ -166,6 +166,11 @@ class EngineStream:
     #: Alias of :meth:`push`.
     probabilities = push
 
+    @property
+    def last_windows(self) -> np.ndarray:
+        """The windows (float32 rows, context first) the last :meth:`push` scored."""
+        return self._cutter.last_windows
+
     def _drop_jobs(self, exc: BaseException | None = None) -> None:
         """Abandon every pending window, failing (or cancelling) the waiting callers."""
         for job in self._jobs:

@@ -217,6 +217,8 @@ class _Scorer(Protocol):
     """Speech probabilities for one stream: window length and an async ``score``."""
 
     window_s: float
+    #: The rows the last ``score`` scored (float32, context first), or ``None`` (chunk models).
+    last_windows: np.ndarray | None
 
     async def score(self, samples: np.ndarray) -> list[float]:
         """The probabilities of the windows these samples complete."""
@@ -232,6 +234,10 @@ class _EngineScorer(_Scorer):
         self.window_s = WINDOW_SAMPLES[rate] / rate
         self.score = self._stream.push  # type: ignore[method-assign]
 
+    @property
+    def last_windows(self) -> np.ndarray:  # type: ignore[override]
+        return self._stream.last_windows
+
     def close(self) -> None:
         self._stream.close()
 
@@ -244,9 +250,15 @@ class _InlineScorer(_Scorer):
     async def score(self, samples: np.ndarray) -> list[float]:
         return self._stream.push(samples)
 
+    @property
+    def last_windows(self) -> np.ndarray:  # type: ignore[override]
+        return self._stream.last_windows
+
 
 class _ChunkScorer(_Scorer):
     """A FastRTC chunk model, one "window" per chunk; gets int16 at the input rate, as FastRTC gave it."""
+
+    last_windows = None
 
     def __init__(self, adapter: ChunkedPauseModel, rate: int) -> None:
         # One adapter per stream: it buffers this stream's partial chunk.
@@ -348,52 +360,26 @@ class _ToScoringRate:
         return mono
 
 
-class _WindowLevels:
-    """The scoring windows' levels (dBFS), cut from the same samples as the scorer's windows.
+class _Levels:
+    """The level (dBFS, floored at ``QUIET_DBFS``) of each window the model scored, computed when read.
 
-    The samples are always cut, so windows stay aligned with the model's. While
-    speech is on, :meth:`push` returns the new windows as a sequence whose
-    levels are computed when read: the detector reads only the windows of a
-    pause, where the resume hold needs them.
+    Built on the scorer's own rows, so the levels are of exactly the windows the
+    probabilities are of; the detector reads only the windows of a pause.
     """
 
-    __slots__ = ("window", "_rest")
+    __slots__ = ("_rows", "_window", "_scale")
 
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._rest: np.ndarray | None = None
-
-    def push(self, samples: np.ndarray, wanted: bool) -> _Levels | None:
-        rest = self._rest
-        held = 0 if rest is None else rest.shape[0]
-        keep = (held + samples.shape[0]) % self.window  # samples of the window not yet complete
-        if not wanted and keep <= samples.shape[0]:
-            self._rest = samples[samples.shape[0] - keep :]  # nothing to measure: only stay aligned
-            return None
-        if held:
-            samples = np.concatenate((rest.astype(samples.dtype, copy=False), samples))  # type: ignore[union-attr]
-        whole = samples.shape[0] - keep
-        self._rest = samples[whole:]
-        if not wanted or not whole:
-            return None
-        return _Levels(samples[:whole].reshape(-1, self.window))
-
-
-class _Levels:
-    """Window ``i``'s level in dBFS, computed when asked for (floored at ``QUIET_DBFS``)."""
-
-    __slots__ = ("_frames", "_scale")
-
-    def __init__(self, frames: np.ndarray) -> None:
-        self._frames = frames
-        self._scale = (1 / 32768**2 if frames.dtype == np.int16 else 1.0) / frames.shape[1]
+    def __init__(self, rows: np.ndarray, window: int) -> None:
+        self._rows = rows  # float32 in [-1, 1], each row's context first
+        self._window = window
+        self._scale = 1.0 / window
 
     def __len__(self) -> int:
-        return self._frames.shape[0]
+        return self._rows.shape[0]
 
     def __getitem__(self, i: int) -> float:
-        row = self._frames[i].astype(np.float32)
-        return 10 * math.log10(max(float(row @ row) * self._scale, _QUIET_POWER))
+        samples = self._rows[i, -self._window :]
+        return 10 * math.log10(max(float(samples @ samples) * self._scale, _QUIET_POWER))
 
 
 _QUIET_POWER = 10 ** (QUIET_DBFS / 10)
@@ -439,7 +425,6 @@ async def vad(
     detector: SpeechDetector | None = None
     scorer: _Scorer | None = None
     convert: _ToScoringRate | None = None
-    levels: _WindowLevels | None = None
     window_in = 0  # input samples per scoring window
     pending: list[np.ndarray] = []  # input frames not yet scored
     pending_count = 0
@@ -460,8 +445,6 @@ async def vad(
                     scorer = _make_scorer(model, engine, batched, rate)
                     if not chunked:
                         convert = _ToScoringRate(input_rate, rate)
-                        if rise_db is not None:
-                            levels = _WindowLevels(WINDOW_SAMPLES[rate])
                     window_in = max(1, round(scorer.window_s * input_rate))
                     detector = SpeechDetector(
                         window_s=scorer.window_s,
@@ -490,12 +473,11 @@ async def vad(
                     samples = _mono_int16(pending)
                 pending = []
                 pending_count %= window_in
-                window_levels = None if levels is None else levels.push(samples, detector.speaking)  # type: ignore[union-attr]
                 probabilities = await scorer.score(samples)
                 if probabilities:
-                    if window_levels is not None and len(window_levels) != len(probabilities):
-                        window_levels = None
-                    for event in detector.feed(probabilities, window_levels):  # type: ignore[union-attr]
+                    rows = scorer.last_windows if rise_db is not None and detector.speaking else None  # type: ignore[union-attr]
+                    levels = None if rows is None else _Levels(rows, WINDOW_SAMPLES[rate])
+                    for event in detector.feed(probabilities, levels):  # type: ignore[union-attr]
                         yield _fastrtc_end(event) if chunked else event
         if detector is not None:
             for event in detector.finish(end_s):
