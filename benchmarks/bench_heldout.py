@@ -209,15 +209,22 @@ async def music(cache: Path, seconds: float = 60.0) -> tuple[int, float]:
     return replies, total
 
 
-async def gap_splits(pause_ms: int, gap_s: float, noise: float) -> int:
-    """Extra replies over the 8 pairs of tuning sentences joined by ``gap_s`` of silence, plus ``noise`` (int16 rms; 0: none)."""
-    said = sentences()
-    extra = 0
-    for first, second in zip(said, said[1:]):
+async def pair_replies(pairs: list[tuple[Any, Any]], gap_s: float, noise: float, **options: Any) -> list[int]:
+    """Replies to each pair: the first cut at its ``end_s``, ``gap_s`` of silence, the second
+    from its ``start_s``, 1 s more, plus ``noise`` (int16 rms; 0: none). One reply: one turn."""
+    counts = []
+    for first, second in pairs:
         audio = join([first.audio.slice(0, round(first.end_s * RATE)), silence(gap_s), second.audio.slice(round(second.start_s * RATE)), silence(1.0)])
-        recording = await reply_times(with_noise(audio, level=noise) if noise else audio, algo_options=pause_options(pause_ms))
-        extra += len(recording.times(ReplyStarted)) - 1
-    return extra
+        recording = await reply_times(with_noise(audio, level=noise) if noise else audio, **options)
+        counts.append(len(recording.times(ReplyStarted)))
+    return counts
+
+
+async def gap_splits(pause_ms: int, gap_s: float, noise: float) -> int:
+    """Extra replies over the 8 pairs of tuning sentences joined by ``gap_s`` of silence, plus ``noise``."""
+    said = sentences()
+    counts = await pair_replies(list(zip(said, said[1:])), gap_s, noise, algo_options=pause_options(pause_ms))
+    return sum(n - 1 for n in counts)
 
 
 PAIR_GAPS_S = (0.25, 0.30, 0.35, 0.40)
@@ -250,25 +257,13 @@ def pause_sweep(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int]) 
               f"{' | '.join(pairs)} |", flush=True)
 
 
-async def heldout_pair_splits(pairs: list[tuple[Prompt, Prompt]], gap_s: float, noise: float) -> int:
-    """Pairs of held-out prompts joined by ``gap_s`` (plus ``noise``) that got more than one reply."""
-    cut = 0
-    for first, second in pairs:
-        head = first.audio.slice(0, round(first.end_s * RATE))
-        tail = second.audio.slice(round(second.start_s * RATE))
-        audio = join([head, silence(gap_s), tail, silence(1.0)])
-        recording = await reply_times(with_noise(audio, level=noise) if noise else audio)
-        cut += len(recording.times(ReplyStarted)) > 1
-    return cut
-
-
 def heldout_pairs(voices: dict[str, tuple[list[Prompt], int]]) -> None:
     """Cut turns over pairs of held-out prompts, at the default pause, 8 kHz, media time."""
     pairs = [(said[i], said[i + 1]) for voice, (said, _) in voices.items() if not voice.startswith("tuning") for i in range(0, len(said) - 1, 2)]
     print(f"| gap | held-out pairs cut in two, silence / -50 / -40 dBFS (of {len(pairs)}) |")
     print("| ---: | ---: |")
     for gap in PAIR_GAPS_S[:3]:
-        cuts = [anyio.run(heldout_pair_splits, pairs, gap, noise) for noise in PAIR_NOISE]
+        cuts = [sum(n > 1 for n in anyio.run(pair_replies, pairs, gap, noise)) for noise in PAIR_NOISE]
         print(f"| {gap:.2f} s | {' / '.join(str(n) for n in cuts)} |", flush=True)
 
 
