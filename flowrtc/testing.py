@@ -11,6 +11,7 @@ A pytest plugin (loaded automatically once flowrtc is installed) provides the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from flowrtc.errors import MediaError, SessionClosed
 from flowrtc.events import Interrupt
 from flowrtc.graph import Graph
 from flowrtc.media import AudioChunk, VideoFrame
+from flowrtc.operators.reply import offline_replies
 from flowrtc.operators.resample import Resampler
 from flowrtc.session import Session
 
@@ -234,7 +236,10 @@ async def arun(
         graph: the graph under test (a :class:`~flowrtc.graph.Graph`, or anything with ``.graph()``).
         audio: a file path, an AudioChunk or a ``(rate, ndarray)`` tuple, fed in ``frame_ms`` frames.
         video: VideoFrames, or a video file path.
-        realtime: pace the input in real time (default: as fast as the graph takes it).
+        realtime: pace the input in real time (default: as fast as the graph takes it;
+            replies are then judged in media time alone, see
+            :func:`~flowrtc.operators.reply.offline_replies`, so the recording does
+            not depend on the machine's speed).
         messages: ``(media_time_s, message)`` client messages, delivered in band at that time.
         inputs: ``(media_time_s, args)``: call ``set_input(*args)`` at that media time.
         trailing_silence_s: silence appended to the audio (lets a pause be detected after the last word).
@@ -263,7 +268,7 @@ async def arun(
     player = _Player()
 
     deadline = anyio.move_on_after(timeout_s if timeout_s is not None else math.inf)
-    with deadline:
+    with deadline, (contextlib.nullcontext() if realtime else offline_replies()):
         await _play_and_record(graph, feed, recording, player, realtime, progress, input_duration, session_options)
     if deadline.cancelled_caught:
         raise TimeoutError(f"the graph had not finished {timeout_s} s after the input started (raise timeout_s, or check for a handler that waits)")

@@ -24,7 +24,7 @@ from flowrtc.events import (
 )
 from flowrtc.media import AudioChunk
 from flowrtc.operators.interrupt import interrupt
-from flowrtc.operators.reply import Reply, reply, takes_extra_args
+from flowrtc.operators.reply import Reply, offline_replies, reply, takes_extra_args
 
 RATE = 16000
 
@@ -156,6 +156,31 @@ async def test_speech_while_the_reply_still_plays_cuts_it_even_after_generation_
         ("ReplyEnded", 2.5, True),
         ("SpeechStarted", 4.5),
     ]
+
+
+def slow_reply(t0: float, seconds_each: float, *chunks: AudioChunk) -> Reply:
+    """A reply that takes ``seconds_each`` of wall time to make each chunk (a slow LLM + voice)."""
+
+    async def items() -> AsyncIterator[Any]:
+        for chunk in chunks:
+            await anyio.sleep(seconds_each)
+            yield chunk
+
+    return Reply(items(), media_time_s=t0)
+
+
+@pytest.mark.anyio
+async def test_a_slow_reply_is_judged_where_its_audio_would_play_offline_and_cut_live_when_it_stalls() -> None:
+    async def upstream(speech_at_s: float) -> AsyncIterator[Any]:
+        yield slow_reply(1.0, 0.3, tone(0.1), tone(0.1), tone(0.1))  # plays 1.0-1.3 s
+        yield SpeechStarted(media_time_s=speech_at_s)  # at once: before the reply has made any of it
+
+    made = [("ReplyStarted", 1.0), ("response_starting", 1.0), ("audio", 1.0, 0.1), ("audio", 1.1, 0.1)]
+    with offline_replies():  # flowrtc.testing.run: judged in media time, on any machine
+        assert summary(await run(upstream(1.4))) == [*made, ("audio", 1.2, 0.1), ("ReplyEnded", 1.3, False), ("SpeechStarted", 1.4)]
+        assert summary(await run(upstream(1.15))) == [*made, ("SpeechStarted", 1.15), ("Interrupt", 1.15), ("ReplyEnded", 1.15, True)]
+    # live: a reply that has not reached 1.4 s within catch_up_s() (0.1 s) is cut there
+    assert summary(await run(upstream(1.4))) == [("ReplyStarted", 1.0), ("SpeechStarted", 1.4), ("Interrupt", 1.4), ("ReplyEnded", 1.4, True)]
 
 
 @pytest.mark.anyio

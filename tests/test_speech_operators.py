@@ -6,6 +6,7 @@ Whisper tiny.en and hibari are loaded once per process (get_stt_model / get_tts_
 from __future__ import annotations
 
 import functools
+import math
 import re
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from flowrtc.models.stt import get_stt_model
 from flowrtc.models.tts import get_tts_model
 from flowrtc.operators import resample
 from flowrtc.operators.pause_gate import pause_gate
+from flowrtc.operators.reply import CATCH_UP_S, catch_up_s, offline_replies
 from flowrtc.operators.speech import load_stt_model, load_tts_model, stt, tts
 from flowrtc.operators.vad import vad
 from flowrtc.testing import arun, load_audio
@@ -232,25 +234,55 @@ async def test_interrupt_cancels_the_synthesis_in_progress() -> None:
     assert model.closed == ["One. forever", "After."]  # closed, and the queued text never started
 
 
+class _WallTimeTTS:
+    """0.1 s of audio per sentence, each taking ``seconds`` of wall time to make."""
+
+    rate = 16000
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+
+    async def stream_tts(self, text: str, options: Any = None) -> AsyncIterator[tuple[int, np.ndarray]]:
+        for _ in text.split(". "):
+            await anyio.sleep(self.seconds)
+            yield self.rate, np.full(self.rate // 10, 0.1, np.float32)
+
+
+async def spoken_then_speech(speech_at_s: float) -> AsyncIterator[Any]:
+    yield PauseDetected(media_time_s=1.0)
+    yield "One. Two. Three."  # 0.3 s of audio from 1.0 s: it plays until 1.3 s
+    yield SpeechStarted(media_time_s=speech_at_s)  # at once, before the voice has said it all
+
+
+def audio_and_cuts(out: list[Any]) -> tuple[list[float], list[float]]:
+    return [round(i.media_time_s, 3) for i in out if isinstance(i, AudioChunk)], [i.media_time_s for i in out if isinstance(i, Interrupt)]
+
+
 @pytest.mark.anyio
 async def test_barge_in_while_speaking() -> None:
-    model = _SlowTTS()
-
-    async def upstream(speech_at_s: float) -> AsyncIterator[Any]:
-        yield PauseDetected(media_time_s=1.0)
-        yield "One. Two. Three."  # 0.3 s of audio from 1.0 s
-        await anyio.sleep(0.05)  # let it be synthesized (it plays until 1.3 s)
-        yield SpeechStarted(media_time_s=speech_at_s)
-
-    out = await collect(upstream(1.2) | tts(model=model))
+    model = _WallTimeTTS()
+    out = await collect(spoken_then_speech(1.2) | tts(model=model))
     assert [type(i).__name__ for i in out][-2:] == ["SpeechStarted", "Interrupt"]
-    assert out[-1].media_time_s == 1.2
+    audio, cuts = audio_and_cuts(out)
+    assert audio[:2] == [1.0, 1.1] and cuts == [1.2]  # at least what plays before 1.2 s, then the cut
 
-    out = await collect(upstream(1.4) | tts(model=model))  # after its audio ended: no cut
-    assert not [i for i in out if isinstance(i, Interrupt)]
+    out = await collect(spoken_then_speech(1.4) | tts(model=model))  # after its audio ended: no cut
+    assert audio_and_cuts(out) == ([1.0, 1.1, 1.2], [])
 
-    out = await collect(upstream(1.2) | tts(model=model, can_interrupt=False))
-    assert not [i for i in out if isinstance(i, Interrupt)]
+    out = await collect(spoken_then_speech(1.2) | tts(model=model, can_interrupt=False))
+    assert audio_and_cuts(out) == ([1.0, 1.1, 1.2], [])
+
+
+@pytest.mark.anyio
+async def test_a_slow_voice_is_judged_where_its_audio_would_play_offline_and_cut_live_when_it_stalls() -> None:
+    slow = _WallTimeTTS(seconds=0.3)  # slower than real time, as a big voice on a busy machine
+    with offline_replies():  # what flowrtc.testing.run does: the same cut on any machine
+        assert catch_up_s() == math.inf
+        assert audio_and_cuts(await collect(spoken_then_speech(1.4) | tts(model=slow))) == ([1.0, 1.1, 1.2], [])
+        assert audio_and_cuts(await collect(spoken_then_speech(1.15) | tts(model=slow))) == ([1.0, 1.1], [1.15])
+    # live, a voice that has not got to 1.4 s within CATCH_UP_S (0.1 s) is still speaking there
+    assert catch_up_s() == CATCH_UP_S == 0.1
+    assert audio_and_cuts(await collect(spoken_then_speech(1.4) | tts(model=slow))) == ([], [1.4])
 
 
 # -- missing extras -----------------------------------------------------------------------------

@@ -283,3 +283,18 @@ def test_run_raises_a_plain_timeout_error_when_the_graph_never_finishes(hello: A
 
     with pytest.raises(TimeoutError, match="had not finished"):
         testing.run(Graph(audio=stuck), audio=hello, timeout_s=0.5)
+
+
+def test_run_judges_a_slow_reply_in_media_time_whatever_the_machine_speed(hello: AudioChunk) -> None:
+    from flowrtc import ReplyOnPause
+
+    def slow_answer(audio: tuple[int, np.ndarray]) -> Any:
+        time.sleep(1.0)  # a slow model: the input, fed faster than real time, runs far ahead
+        yield audio[0], np.full((1, audio[0]), 1000, np.int16)  # 1 s of reply
+
+    # the reply to the first "hello" plays ~1.9-2.9 s; the second "hello" starts at ~4.9 s
+    audio = AudioChunk.concat([hello, AudioChunk.silence(3.3, hello.sample_rate), hello, AudioChunk.silence(1.0, hello.sample_rate)])
+    recording = run(ReplyOnPause(slow_answer), audio=audio)
+    assert not recording.of_type(Interrupt)  # live, with real-time input, it would have finished long before
+    assert len(recording.of_type(Log)) == 6 and recording.audio is not None
+    assert recording.audio.duration_s > audio.duration_s - 1.0  # both replies played whole

@@ -30,14 +30,12 @@ import msgspec
 from flowrtc.events import AdditionalOutputs, Event, Interrupt, Log, ReplyEnded, ReplyStarted, SpeechStarted
 from flowrtc.media import AudioChunk
 from flowrtc.operators.core import operator, scoped
-from flowrtc.operators.reply import Reply
+from flowrtc.operators.reply import CatchUp, Reply
 
 __all__ = ["interrupt"]
 
 _END = object()
 _CANCELLED = object()
-#: Wall time a running reply that is behind gets to produce audio up to the moment it would be cut at.
-CATCH_UP_S = 0.1
 
 
 class _Step:
@@ -137,11 +135,11 @@ async def interrupt(source: AsyncIterable[Any], *, can_interrupt: bool = True) -
     ``ReplyEnded`` when it has produced everything (``media_time_s``: where its
     audio ends) or was cut (``interrupted=True``).
 
-    Before cutting at ``t`` a reply whose audio does not reach ``t`` yet gets up
-    to ``CATCH_UP_S`` (0.1 s) of wall time to produce more: a reply made faster
-    than real time (the usual case, and every test fed faster than real time)
-    is then cut at the same place on every run; a stalled one (nothing audible
-    to cut) is cancelled at most that much later.
+    Before cutting at ``t`` a reply whose audio does not reach ``t`` yet gets
+    :func:`~flowrtc.operators.reply.catch_up_s` of wall time to produce more
+    (0.1 s live; unlimited in an offline run): a reply is then cut at the same
+    place on every run, and a stalled one (nothing audible to cut) live at
+    most that much later.
     """
     loop = asyncio.get_running_loop()
     waiting: deque[Reply] = deque()
@@ -185,14 +183,13 @@ async def interrupt(source: AsyncIterable[Any], *, can_interrupt: bool = True) -
         return [current.stamp(value)]
 
     async def catch_up(t: float) -> list[Any]:
-        """Let the running reply produce up to ``t`` (for at most ``CATCH_UP_S``) before it is judged there."""
+        """Let the running reply produce up to ``t`` (for at most ``catch_up_s()``) before it is judged there."""
         out: list[Any] = []
-        deadline = loop.time() + CATCH_UP_S
+        budget = CatchUp()
         while current is not None and current.end_s < t:
             if current.step is None:
                 current.step = _Step(loop, current.items)
-            done, _ = await asyncio.wait([current.step.task], timeout=max(0.0, deadline - loop.time()))
-            if not done:
+            if not await budget.wait(current.step.task):
                 break
             out.extend(take_step())
         return out

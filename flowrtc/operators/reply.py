@@ -13,8 +13,12 @@ audio in any shape and rate, ``AdditionalOutputs``, ``CloseStream`` or events.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Sequence
+import math
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 
 import anyio
 
@@ -27,7 +31,59 @@ from flowrtc.operators.resample import Resampler
 if TYPE_CHECKING:
     from flowrtc.session import Session
 
-__all__ = ["reply", "Reply", "takes_extra_args"]
+__all__ = ["reply", "Reply", "takes_extra_args", "catch_up_s", "offline_replies", "CatchUp", "CATCH_UP_S"]
+
+#: Wall time (s) a reply running behind its input gets, in a live session, to
+#: produce its audio up to the moment a barge-in judges it at.
+CATCH_UP_S = 0.1
+_catch_up_s: ContextVar[float] = ContextVar("flowrtc_catch_up_s", default=CATCH_UP_S)
+
+
+def catch_up_s() -> float:
+    """Wall time (s) a reply behind its input gets to catch up before it is judged.
+
+    A barge-in at media time ``t`` cuts a reply whose audio would still be
+    playing at ``t``. A reply still being made (a TTS voice, an LLM) may not
+    have produced its audio up to ``t`` yet; ``interrupt`` and ``tts`` first
+    let it produce for up to this long. In a live session that is
+    :data:`CATCH_UP_S` (a stalled reply is cut at most that late); inside
+    :func:`offline_replies` it is unlimited (``math.inf``).
+    """
+    return _catch_up_s.get()
+
+
+class CatchUp:
+    """One catch-up's wall-time budget of :func:`catch_up_s`, started now."""
+
+    __slots__ = ("_loop", "_deadline")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + catch_up_s()
+
+    async def wait(self, task: asyncio.Future[Any]) -> bool:
+        """Wait for ``task`` within the budget; whether it is done."""
+        left = None if math.isinf(self._deadline) else max(0.0, self._deadline - self._loop.time())
+        done, _ = await asyncio.wait([task], timeout=left)
+        return bool(done)
+
+
+@contextmanager
+def offline_replies() -> Iterator[None]:
+    """Judge replies in media time alone, however long they take to make.
+
+    For input fed faster than real time (``flowrtc.testing.run`` does this
+    unless ``realtime=True``): a user's next turn then reaches a barge-in check
+    sooner in wall time than it would live, and whether a slow reply had
+    finished by then would depend on the machine's speed. Graphs started
+    inside the block (the context is inherited by their tasks) wait for the
+    reply instead, so the same input gives the same output on any machine.
+    """
+    token = _catch_up_s.set(math.inf)
+    try:
+        yield
+    finally:
+        _catch_up_s.reset(token)
 
 
 class Reply:

@@ -25,6 +25,7 @@ import anyio.to_thread
 from flowrtc.events import Event, Interrupt, SpeechStarted, Transcript, Utterance
 from flowrtc.media import AudioChunk
 from flowrtc.operators.core import operator, scoped
+from flowrtc.operators.reply import CatchUp
 
 __all__ = ["stt", "tts", "transcribe", "load_stt_model", "load_tts_model"]
 
@@ -162,6 +163,10 @@ async def tts(
         can_interrupt: a ``SpeechStarted`` at ``t`` while speech is being
             synthesized or would still be playing at ``t`` cuts it, as an
             ``Interrupt`` from upstream does, and emits ``Interrupt(t)``.
+            Synthesis that has not reached ``t`` yet first gets
+            :func:`~flowrtc.operators.reply.catch_up_s` of wall time to do so
+            (0.1 s live, unlimited in an offline run), so speech that would
+            have ended before ``t`` is not cut for being slow to make.
 
     Only ``str`` items are spoken (a ``Transcript`` is the user's words and
     passes through). The first sentence's audio comes as soon as it is
@@ -197,16 +202,46 @@ async def tts(
         waiting.clear()
         playing_until_s = min(playing_until_s, t)
 
+    def start_next() -> None:
+        nonlocal current
+        if current is None and waiting:
+            text, at_s = waiting.popleft()
+            current = _Speaking(model.stream_tts(text, options), max(at_s, playing_until_s))
+        if current is not None and current.step is None:
+            current.step = loop.create_task(_next(current.chunks))
+
+    def take_step() -> list[AudioChunk]:
+        """The audio of the synthesis step that just finished (none at the end of a text)."""
+        nonlocal current, playing_until_s
+        assert current is not None and current.step is not None
+        value = current.step.result()
+        current.step = None
+        if value is _END:
+            playing_until_s = max(playing_until_s, current.end_s)
+            current = None
+            return []
+        chunk = current.place(value)
+        return [chunk] if chunk.n_samples else []
+
+    async def catch_up(t: float) -> list[AudioChunk]:
+        """Let synthesis produce up to ``t`` (for at most ``catch_up_s()``) before speech is judged there."""
+        out: list[AudioChunk] = []
+        budget = CatchUp()
+        while True:
+            start_next()
+            if current is None or current.end_s >= t:
+                return out
+            assert current.step is not None
+            if not await budget.wait(current.step):
+                return out
+            out += take_step()
+
     async with scoped(source) as upstream:
         try:
             while True:
-                if current is None and waiting:
-                    text, at_s = waiting.popleft()
-                    current = _Speaking(model.stream_tts(text, options), max(at_s, playing_until_s))
+                start_next()
                 if pull is None and not upstream_done:
                     pull = loop.create_task(_next(upstream))
-                if current is not None and current.step is None:
-                    current.step = loop.create_task(_next(current.chunks))
                 tasks = [task for task in (current.step if current else None, pull) if task is not None]
                 if not tasks:
                     break
@@ -214,15 +249,8 @@ async def tts(
 
                 # Audio first: it was synthesized before we look at what came in.
                 if current is not None and current.step is not None and current.step.done():
-                    value = current.step.result()
-                    current.step = None
-                    if value is _END:
-                        playing_until_s = max(playing_until_s, current.end_s)
-                        current = None
-                    else:
-                        chunk = current.place(value)
-                        if chunk.n_samples:
-                            yield chunk
+                    for chunk in take_step():
+                        yield chunk
 
                 if pull is not None and pull.done():
                     item = pull.result()
@@ -238,6 +266,9 @@ async def tts(
                         yield item
                     elif isinstance(item, SpeechStarted):
                         now_s = max(now_s, item.media_time_s)
+                        if can_interrupt:
+                            for chunk in await catch_up(item.media_time_s):
+                                yield chunk
                         yield item
                         if can_interrupt and speaking_at(item.media_time_s):
                             cut(item.media_time_s)
