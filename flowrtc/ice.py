@@ -20,7 +20,7 @@ port-53 URLs dropped: browsers block that port, which only slows gathering).
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any
 
 from flowrtc.errors import ConfigurationError
 
