@@ -183,11 +183,48 @@ async def test_the_built_in_page_talks_to_the_server(browser: Chromium) -> None:
         assert await wait_for(lambda: len(stream.hub) == 0 and not webrtc_transport(stream).peers, 10), stream.hub.ids()
 
 
-async def test_the_page_shows_a_refusal(browser: Chromium) -> None:
+async def test_the_built_in_page_talks_over_the_websocket_route(browser: Chromium) -> None:
+    """The page's WebSocket mode: a browser's microphone as PCM16 at its own rate, the reply
+    played on its AudioContext, and the server's `clear` obeyed when the user talks over it."""
+    from flowrtc import ReplyOnPause
+
+    def echo(audio: tuple[int, np.ndarray]) -> Any:
+        yield audio
+
+    stream = Stream(ReplyOnPause(echo), modality="audio", mode="send-receive")
+    with running_server(stream.app()) as server:
+        await browser.send("Page.navigate", url=f"{server.url}/?transport=websocket")
+        assert await browser.wait("window.flowrtc && window.flowrtc.status === 'ready'", 15)
+        assert await browser.evaluate("document.getElementById('transport').value") == "websocket"
+        await browser.evaluate("document.getElementById('start').click()")
+        assert await browser.wait("window.flowrtc.status === 'connected'", 15), await browser.evaluate("JSON.stringify(window.flowrtc)")
+        websocket_id = await browser.evaluate("window.flowrtc.webrtcId")
+        assert stream.hub.transport(websocket_id) == "websocket"
+        # The server adapted to the browser's rate (no resampling in the page).
+        rate = await browser.evaluate("window.flowrtc.outputRate")
+        assert rate in (44100, 48000, 96000)
+        # ReplyOnPause heard a turn, answered it, and the echo played in the page.
+        for log in ("started_talking", "pause_detected", "response_starting"):
+            assert await browser.wait(f"window.flowrtc.logs.some(entry => entry.text === '{log}')", 20), await browser.evaluate("JSON.stringify(window.flowrtc)")
+        assert await browser.evaluate("window.flowrtc.stats.captured") >= await browser.evaluate("window.flowrtc.stats.packetsSent") > 25
+        assert await browser.wait("window.flowrtc.maxReplyRms > 0.02 && window.flowrtc.stats.packetsReceived > 25", 10), await browser.evaluate(
+            "JSON.stringify({rms: window.flowrtc.maxReplyRms, stats: window.flowrtc.stats})"
+        )
+        # The fake microphone loops "hello world" with 1 s of silence: the next "hello" starts
+        # while the 1.6 s echo still plays, and the server tells the page to drop the rest.
+        assert await browser.wait("window.flowrtc.clears > 0", 20), await browser.evaluate("JSON.stringify(window.flowrtc.logs)")
+        assert await browser.evaluate("window.flowrtc.errors.length") == 0
+        await browser.evaluate("document.getElementById('stop').click()")
+        assert await browser.wait("window.flowrtc.status === 'closed'", 5)
+        assert await wait_for(lambda: len(stream.hub) == 0, 10), stream.hub.ids()
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+async def test_the_page_shows_a_refusal(browser: Chromium, transport: str) -> None:
     stream = Stream(listening_graph({}), modality="audio", concurrency_limit=1, rtc_configuration={"iceServers": []}, server_rtc_configuration={"iceServers": []})
     with running_server(stream.app()) as server:
         async with stream.session("someone-else", transport="webrtc"):  # takes the only slot
-            await browser.send("Page.navigate", url=f"{server.url}/")
+            await browser.send("Page.navigate", url=f"{server.url}/?transport={transport}")
             assert await browser.wait("window.flowrtc && window.flowrtc.status === 'ready'", 15)
             await browser.evaluate("document.getElementById('start').click()")
             assert await browser.wait("window.flowrtc.status === 'failed'", 15)

@@ -1,4 +1,5 @@
-// flowrtc's built-in page: one WebRTC session with the stream that serves it.
+// flowrtc's built-in page: one session with the stream that serves it, by WebRTC or (audio
+// streams) over the WebSocket route, PCM16 both ways (?transport=websocket, or the selector).
 // Every URL is relative to the page, so the page works under any mount path or proxy prefix.
 "use strict";
 
@@ -10,16 +11,19 @@
   // Everything a person sees, also readable by tests (window.flowrtc).
   const state = (window.flowrtc = {
     status: "loading",
+    transport: new URLSearchParams(location.search).get("transport") === "websocket" ? "websocket" : "webrtc",
     webrtcId: null,
     config: null,
     logs: [],
     errors: [],
     outputs: [],
     messages: [],
-    stats: { packetsSent: 0, packetsReceived: 0, bytesReceived: 0, framesDecoded: 0 },
+    stats: { packetsSent: 0, packetsReceived: 0, bytesReceived: 0, framesDecoded: 0, captured: 0 },
     micRms: 0,
     replyRms: 0,
     maxReplyRms: 0,
+    clears: 0,
+    outputRate: null,
     connectedAt: null,
   });
 
@@ -33,6 +37,11 @@
   let timers = [];
   let audioContext = null;
   let pendingCandidates = null;
+  let socket = null; // the WebSocket transport's connection
+  let capture = null; // its microphone worklet
+  let replyBus = null; // where its reply audio is played (and metered)
+  let playhead = 0; // AudioContext time at which the next reply frame starts
+  let scheduled = []; // reply frames scheduled and not yet played
   const inputControls = [];
 
   function setStatus(status) {
@@ -42,6 +51,7 @@
     pill.dataset.status = status;
     $("start").disabled = !["ready", "closed", "failed"].includes(status);
     $("stop").disabled = !["connecting", "connected"].includes(status);
+    $("transport").disabled = $("start").disabled;
   }
 
   function log(type, text) {
@@ -209,9 +219,13 @@
   // -- levels and stats --------------------------------------------------------------
   function meter(stream, element, onLevel) {
     audioContext = audioContext || new AudioContext();
+    meterNode(audioContext.createMediaStreamSource(stream), element, onLevel);
+  }
+
+  function meterNode(node, element, onLevel) {
     const analyser = audioContext.createAnalyser();
     analyser.fftSize = 1024;
-    audioContext.createMediaStreamSource(stream).connect(analyser);
+    node.connect(analyser);
     const samples = new Float32Array(analyser.fftSize);
     timers.push(
       setInterval(() => {
@@ -258,6 +272,7 @@
     setStatus("connecting");
     state.webrtcId = Math.random().toString(36).slice(2) + Date.now().toString(36);
     $("stat-id").textContent = state.webrtcId;
+    if (state.transport === "websocket") return startWebSocket(config);
     const sends = config.mode !== "receive";
     const receives = config.mode !== "send";
     const kinds = kindsOf(config.modality);
@@ -358,6 +373,158 @@
     }
   }
 
+  // -- the WebSocket transport: PCM16 at the AudioContext's rate, both ways ------------
+  // The microphone is cut into 20 ms frames in an AudioWorklet and sent as binary
+  // frames; reply frames are scheduled back to back on the AudioContext's clock and
+  // all dropped at once on the server's "clear" (barge-in).
+  const CAPTURE_WORKLET = `
+    class FlowrtcCapture extends AudioWorkletProcessor {
+      constructor() {
+        super();
+        this.size = Math.round(sampleRate / 50);
+        this.frame = new Int16Array(this.size);
+        this.filled = 0;
+      }
+      process(inputs) {
+        const input = inputs[0] && inputs[0][0];
+        if (!input) return true;
+        for (let i = 0; i < input.length; i++) {
+          this.frame[this.filled++] = Math.max(-32768, Math.min(32767, Math.round(input[i] * 32768)));
+          if (this.filled === this.size) {
+            this.port.postMessage(this.frame.buffer, [this.frame.buffer]); // detaches it
+            this.frame = new Int16Array(this.size);
+            this.filled = 0;
+          }
+        }
+        return true;
+      }
+    }
+    registerProcessor("flowrtc-capture", FlowrtcCapture);
+  `;
+
+  async function startWebSocket(config) {
+    state.stats = { packetsSent: 0, packetsReceived: 0, bytesReceived: 0, framesDecoded: 0, captured: 0 };
+    state.clears = 0;
+    try {
+      audioContext = audioContext || new AudioContext();
+      await audioContext.resume();
+      const rate = audioContext.sampleRate;
+      const given = config.track_constraints && config.track_constraints.audio;
+      localStream = await navigator.mediaDevices.getUserMedia({ audio: given != null ? given : AUDIO_DEFAULTS });
+      meter(localStream, $("mic-level"), (rms) => (state.micRms = rms));
+      const module = URL.createObjectURL(new Blob([CAPTURE_WORKLET], { type: "text/javascript" }));
+      try {
+        await audioContext.audioWorklet.addModule(module);
+      } finally {
+        URL.revokeObjectURL(module);
+      }
+      replyBus = audioContext.createGain();
+      replyBus.connect(audioContext.destination);
+      meterNode(replyBus, $("reply-level"), (rms) => {
+        state.replyRms = rms;
+        state.maxReplyRms = Math.max(state.maxReplyRms, rms);
+      });
+
+      const opened = new WebSocket(url("websocket/offer").replace(/^http/, "ws"));
+      opened.binaryType = "arraybuffer";
+      socket = opened;
+      await new Promise((resolve, reject) => {
+        opened.onopen = resolve;
+        opened.onerror = () => reject(new Error("the WebSocket connection failed"));
+      });
+      opened.onmessage = (event) => (typeof event.data === "string" ? onSocketText(event.data) : playFrame(event.data));
+      opened.onclose = (event) => {
+        if (socket !== opened) return; // stopped here
+        if (event.code !== 1000 && state.errors.length === 0) showError(`the connection closed (${event.code}${event.reason ? `: ${event.reason}` : ""})`);
+        stop(event.code === 1000 ? "closed" : "failed");
+      };
+      opened.send(JSON.stringify({ event: "start", websocket_id: state.webrtcId, format: "pcm16", sample_rate: rate, output_sample_rate: rate }));
+
+      capture = new AudioWorkletNode(audioContext, "flowrtc-capture");
+      capture.port.onmessage = (event) => {
+        state.stats.captured += 1; // 20 ms frames from the microphone
+        if (socket && socket.readyState === WebSocket.OPEN && state.status === "connected") {
+          socket.send(event.data);
+          state.stats.packetsSent += 1;
+        }
+      };
+      audioContext.createMediaStreamSource(localStream).connect(capture);
+      const silent = audioContext.createGain();
+      silent.gain.value = 0; // the worklet runs only when something pulls it
+      capture.connect(silent).connect(audioContext.destination);
+      timers.push(setInterval(showSocketStats, 500));
+    } catch (error) {
+      showError(error && error.message ? error.message : String(error));
+      stop("failed");
+    }
+  }
+
+  function onSocketText(text) {
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch (_) {
+      log("message", text);
+      return;
+    }
+    if (message.event === "started") {
+      state.outputRate = message.output_sample_rate;
+      state.connectedAt = Date.now();
+      setStatus("connected");
+      events = new EventSource(url(`outputs?webrtc_id=${encodeURIComponent(state.webrtcId)}`));
+      events.addEventListener("output", (event) => showOutput(JSON.parse(event.data)));
+      events.addEventListener("end", () => events && events.close());
+      if (state.config.time_limit) startTimer(state.config.time_limit);
+      sendInputs();
+    } else if (message.event === "clear") {
+      state.clears += 1;
+      dropScheduled();
+    } else if (message.event === "error") {
+      showError(message.message || message.kind); // the server closes the socket next
+    } else if (message.status === "failed") {
+      showError(describeFailure(message.meta));
+    } else if (message.event !== "pong") {
+      onMessage(text);
+    }
+  }
+
+  function playFrame(data) {
+    if (!state.outputRate || !replyBus) return;
+    const pcm = new Int16Array(data);
+    state.stats.packetsReceived += 1;
+    state.stats.bytesReceived += data.byteLength;
+    const buffer = audioContext.createBuffer(1, pcm.length, state.outputRate);
+    const samples = buffer.getChannelData(0);
+    for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 32768;
+    const source = audioContext.createBufferSource();
+    source.buffer = buffer;
+    source.connect(replyBus);
+    const at = Math.max(playhead, audioContext.currentTime + 0.02); // 20 ms of slack for jitter
+    source.start(at);
+    playhead = at + buffer.duration;
+    scheduled.push(source);
+    source.onended = () => {
+      scheduled = scheduled.filter((item) => item !== source);
+    };
+  }
+
+  function dropScheduled() {
+    for (const source of scheduled) {
+      try {
+        source.stop();
+      } catch (_) {
+        // already ended
+      }
+    }
+    scheduled = [];
+    playhead = 0;
+  }
+
+  function showSocketStats() {
+    $("stat-sent").textContent = `${state.stats.packetsSent} frames`;
+    $("stat-received").textContent = `${state.stats.packetsReceived} frames`;
+  }
+
   function startTimer(seconds) {
     const until = Date.now() + seconds * 1000;
     const tick = () => ($("timer").textContent = `${Math.max(0, Math.ceil((until - Date.now()) / 1000))} s left`);
@@ -372,6 +539,17 @@
     events = null;
     if (localStream) for (const track of localStream.getTracks()) track.stop();
     localStream = null;
+    if (socket) {
+      const closing = socket;
+      socket = null;
+      if (closing.readyState === WebSocket.OPEN) closing.send(JSON.stringify({ event: "stop" }));
+      closing.close(1000);
+    }
+    if (capture) capture.disconnect();
+    capture = null;
+    dropScheduled();
+    if (replyBus) replyBus.disconnect();
+    replyBus = null;
     if (pc) {
       const closing = pc;
       pc = null;
@@ -393,6 +571,11 @@
       $("title").textContent = title;
       document.title = title;
       $("mode").textContent = `${config.modality} · ${config.mode}`;
+      const choice = $("transport");
+      if (config.modality !== "audio") state.transport = "webrtc"; // the WebSocket route carries audio only
+      choice.hidden = config.modality !== "audio";
+      choice.value = state.transport;
+      choice.addEventListener("change", () => (state.transport = choice.value));
       renderInputs(config.additional_inputs || []);
       setStatus("ready");
     } catch (error) {
