@@ -173,7 +173,7 @@ class LagProbe:
         }
 
 
-def serve(port: int, handler_kind: str, profile: str | None = None, ws: str = "websockets-sansio") -> None:
+def serve(port: int, handler_kind: str, profile: str | None = None, ws: str = "websockets-sansio", page: bool = False) -> None:
     import uvicorn
     from litestar import Litestar, get, post
 
@@ -209,7 +209,8 @@ def serve(port: int, handler_kind: str, profile: str | None = None, ws: str = "w
     def start_probe() -> None:
         tasks.append(asyncio.get_running_loop().create_task(probe.run()))
 
-    app = Litestar(route_handlers=[*websocket_route_handlers(stream), stats, reset], on_startup=[start_probe])
+    routes = stream.routes() if page else websocket_route_handlers(stream)  # --page: all of them, with the built-in page
+    app = Litestar(route_handlers=[*routes, stats, reset], on_startup=[start_probe])
     from flowrtc.runtime import tune_gc_for_serving
 
     tune_gc_for_serving()  # as Stream.launch and flowrtc run do
@@ -611,6 +612,7 @@ def main() -> None:
     p_serve.add_argument("--handler", default="auto", choices=["auto", "reply_on_pause", "energy", "sink"])
     p_serve.add_argument("--profile", help="write cProfile stats here when the server stops")
     p_serve.add_argument("--ws", default="websockets-sansio", help="uvicorn WebSocket implementation")
+    p_serve.add_argument("--page", action="store_true", help="serve every route of the stream, the built-in page too (bench_browser)")
     p_client = sub.add_parser("client")
     p_client.add_argument("--port", type=int, default=8765)
     p_client.add_argument("--protocol", default="fastrtc", choices=["fastrtc", "twilio"])
@@ -628,7 +630,7 @@ def main() -> None:
                         help="what each session says: 'hello world' every turn, the nine tuning sentences, or held-out voices (bench_heldout)")
     args = parser.parse_args()
     if args.command == "serve":
-        serve(args.port, args.handler, args.profile, args.ws)
+        serve(args.port, args.handler, args.profile, args.ws, args.page)
     elif args.command == "client":
         import uvloop
 

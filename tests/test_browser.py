@@ -13,11 +13,7 @@ Runs wherever Chromium is installed; skipped only when it is absent and the
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import os
-import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -27,54 +23,20 @@ from typing import Any, AsyncIterator, Iterator
 import httpx
 import numpy as np
 import pytest
-from websockets.asyncio.client import connect
 
 from flowrtc import AudioChunk, Graph, Log, decode, encode, operator, resample
 from flowrtc.adapters.webrtc import webrtc_transport
 from flowrtc.operators.core import scoped
 from flowrtc.stream import Stream
 from flowrtc.testing import save_audio
+from browser_support import CHROMIUM, Chromium, launch_chromium
 from conftest import HELLO, load_clip
 from rtc_support import running_server, wait_for
 
 pytestmark = pytest.mark.anyio
 
-CHROMIUM = next((path for path in (os.environ.get("CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium") if path and os.path.exists(path)), None)
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("chromium is not installed (CI installs it and never skips)", allow_module_level=True)
-
-
-class Chromium:
-    """A headless Chromium and one page, over the DevTools protocol."""
-
-    def __init__(self, process: subprocess.Popen[bytes], socket: Any) -> None:
-        self.process = process
-        self.socket = socket
-        self._ids = itertools.count(1)
-
-    async def send(self, method: str, **params: Any) -> dict[str, Any]:
-        message_id = next(self._ids)
-        await self.socket.send(json.dumps({"id": message_id, "method": method, "params": params}))
-        while True:
-            reply = json.loads(await self.socket.recv())
-            if reply.get("id") == message_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"page error: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    async def wait(self, expression: str, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await self.evaluate(expression)
-            if value or time.monotonic() > deadline:
-                return value
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -91,45 +53,8 @@ def speech_wav() -> Iterator[Path]:
 @pytest.fixture
 async def browser(speech_wav: Path) -> AsyncIterator[Chromium]:
     assert CHROMIUM is not None, "chromium is required in CI (.ci/run installs it)"
-    profile = tempfile.mkdtemp(prefix="flowrtc-chromium-")
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={speech_wav}",
-        "--autoplay-policy=no-user-gesture-required",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-        "--remote-debugging-port=0",
-        f"--user-data-dir={profile}",
-        "about:blank",
-    ]
-    process = subprocess.Popen([CHROMIUM, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        port_file = Path(profile) / "DevToolsActivePort"
-        assert await wait_for(lambda: port_file.exists() and port_file.read_text().strip(), 20), "chromium did not start its DevTools endpoint"
-        port = int(port_file.read_text().split()[0])
-        async with httpx.AsyncClient() as client:
-            targets = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()
-        page = next(target for target in targets if target["type"] == "page")
-        async with connect(page["webSocketDebuggerUrl"], max_size=None) as socket:
-            chromium = Chromium(process, socket)
-            await chromium.send("Runtime.enable")
-            yield chromium
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-        shutil.rmtree(profile, ignore_errors=True)
+    async with launch_chromium(speech_wav) as chromium:
+        yield chromium
 
 
 def listening_graph(heard: dict[str, float]) -> Graph:
@@ -213,6 +138,10 @@ async def test_the_built_in_page_talks_over_the_websocket_route(browser: Chromiu
         # The fake microphone loops "hello world" with 1 s of silence: the next "hello" starts
         # while the 1.6 s echo still plays, and the server tells the page to drop the rest.
         assert await browser.wait("window.flowrtc.clears > 0", 20), await browser.evaluate("JSON.stringify(window.flowrtc.logs)")
+        # The page timed its answers: end of speech to the first reply frame, never sooner
+        # than the pause that ends a turn (448 ms).
+        answers = await browser.evaluate("window.flowrtc.answerMs")
+        assert answers and all(400 < ms < 3000 for ms in answers), answers
         assert await browser.evaluate("window.flowrtc.errors.length") == 0
         await browser.evaluate("document.getElementById('stop').click()")
         assert await browser.wait("window.flowrtc.status === 'closed'", 5)

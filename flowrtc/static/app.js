@@ -23,6 +23,7 @@
     replyRms: 0,
     maxReplyRms: 0,
     clears: 0,
+    answerMs: [], // WebSocket mode: end of the user's speech to the first reply frame, per turn (ms)
     outputRate: null,
     connectedAt: null,
   });
@@ -42,6 +43,9 @@
   let replyBus = null; // where its reply audio is played (and metered)
   let playhead = 0; // AudioContext time at which the next reply frame starts
   let scheduled = []; // reply frames scheduled and not yet played
+  let lastLoudAt = null; // performance.now() when the last loud microphone frame was sent
+  let answered = true; // whether a reply frame came since then
+  const LOUD_RMS = 300 / 32768; // -41 dBFS: a frame of speech (the benchmarks' SPEECH_RMS)
   const inputControls = [];
 
   function setStatus(status) {
@@ -405,6 +409,9 @@
   async function startWebSocket(config) {
     state.stats = { packetsSent: 0, packetsReceived: 0, bytesReceived: 0, framesDecoded: 0, captured: 0 };
     state.clears = 0;
+    state.answerMs = [];
+    lastLoudAt = null;
+    answered = true;
     try {
       audioContext = audioContext || new AudioContext();
       await audioContext.resume();
@@ -444,6 +451,10 @@
       capture.port.onmessage = (event) => {
         state.stats.captured += 1; // 20 ms frames from the microphone
         if (socket && socket.readyState === WebSocket.OPEN && state.status === "connected") {
+          if (rmsOf(new Int16Array(event.data)) > LOUD_RMS) {
+            lastLoudAt = performance.now();
+            answered = false;
+          }
           socket.send(event.data);
           state.stats.packetsSent += 1;
         }
@@ -488,10 +499,24 @@
     }
   }
 
+  function rmsOf(pcm) {
+    let sum = 0;
+    for (let i = 0; i < pcm.length; i++) sum += pcm[i] * pcm[i];
+    return Math.sqrt(sum / Math.max(1, pcm.length)) / 32768;
+  }
+
   function playFrame(data) {
     if (!state.outputRate || !replyBus) return;
     const pcm = new Int16Array(data);
     state.stats.packetsReceived += 1;
+    // The first reply frame after the user went quiet answers their turn. (Frames of an
+    // older reply still coming while they speak are not an answer: wait for 100 ms of quiet.)
+    const now = performance.now();
+    if (!answered && lastLoudAt !== null && now - lastLoudAt > 100) {
+      answered = true;
+      state.answerMs.push(now - lastLoudAt);
+      $("stat-answer").textContent = `${Math.round(now - lastLoudAt)} ms`;
+    }
     state.stats.bytesReceived += data.byteLength;
     const buffer = audioContext.createBuffer(1, pcm.length, state.outputRate);
     const samples = buffer.getChannelData(0);
