@@ -172,14 +172,16 @@
   }
 
   // -- server messages --------------------------------------------------------------
-  function onMessage(text) {
-    let message;
+  function parse(text) {
     try {
-      message = JSON.parse(text);
+      return JSON.parse(text);
     } catch (_) {
       log("message", text);
-      return;
+      return null;
     }
+  }
+
+  function onMessage(message) {
     state.messages.push(message);
     const data = message.message != null ? message.message : message.data;
     switch (message.type) {
@@ -284,7 +286,10 @@
       pc = new RTCPeerConnection(config.rtc_configuration || {});
       channel = pc.createDataChannel("text");
       channel.onopen = () => channel.send("handshake");
-      channel.onmessage = (event) => onMessage(event.data);
+      channel.onmessage = (event) => {
+        const message = parse(event.data);
+        if (message) onMessage(message);
+      };
       pc.onconnectionstatechange = () => {
         const connection = pc && pc.connectionState;
         if (connection === "connected") {
@@ -365,12 +370,8 @@
           }
         }
       }
-      events = new EventSource(url(`outputs?webrtc_id=${encodeURIComponent(state.webrtcId)}`));
-      events.addEventListener("output", (event) => showOutput(JSON.parse(event.data)));
-      events.addEventListener("end", () => events && events.close());
       timers.push(setInterval(pollStats, 500));
-      if (config.time_limit) startTimer(config.time_limit);
-      sendInputs();
+      sessionStarted();
     } catch (error) {
       showError(error && error.message ? error.message : String(error));
       stop("failed");
@@ -471,22 +472,13 @@
   }
 
   function onSocketText(text) {
-    let message;
-    try {
-      message = JSON.parse(text);
-    } catch (_) {
-      log("message", text);
-      return;
-    }
+    const message = parse(text);
+    if (!message) return;
     if (message.event === "started") {
       state.outputRate = message.output_sample_rate;
       state.connectedAt = Date.now();
       setStatus("connected");
-      events = new EventSource(url(`outputs?webrtc_id=${encodeURIComponent(state.webrtcId)}`));
-      events.addEventListener("output", (event) => showOutput(JSON.parse(event.data)));
-      events.addEventListener("end", () => events && events.close());
-      if (state.config.time_limit) startTimer(state.config.time_limit);
-      sendInputs();
+      sessionStarted();
     } else if (message.event === "clear") {
       state.clears += 1;
       dropScheduled();
@@ -495,7 +487,7 @@
     } else if (message.status === "failed") {
       showError(describeFailure(message.meta));
     } else if (message.event !== "pong") {
-      onMessage(text);
+      onMessage(message);
     }
   }
 
@@ -548,6 +540,15 @@
   function showSocketStats() {
     $("stat-sent").textContent = `${state.stats.packetsSent} frames`;
     $("stat-received").textContent = `${state.stats.packetsReceived} frames`;
+  }
+
+  // The session exists on the server: read its outputs, count its time, send its inputs.
+  function sessionStarted() {
+    events = new EventSource(url(`outputs?webrtc_id=${encodeURIComponent(state.webrtcId)}`));
+    events.addEventListener("output", (event) => showOutput(JSON.parse(event.data)));
+    events.addEventListener("end", () => events && events.close());
+    if (state.config.time_limit) startTimer(state.config.time_limit);
+    sendInputs();
   }
 
   function startTimer(seconds) {
