@@ -127,11 +127,12 @@ async def test_the_built_in_page_talks_over_the_websocket_route(browser: Chromiu
         assert stream.hub.transport(websocket_id) == "websocket"
         # The server adapted to the browser's rate (no resampling in the page).
         rate = await browser.evaluate("window.flowrtc.outputRate")
-        assert rate in (44100, 48000, 96000)
+        assert 8000 <= rate <= 96000 and rate == await browser.evaluate("window.flowrtc.config && (new AudioContext()).sampleRate"), rate
         # ReplyOnPause heard a turn, answered it, and the echo played in the page.
         for log in ("started_talking", "pause_detected", "response_starting"):
             assert await browser.wait(f"window.flowrtc.logs.some(entry => entry.text === '{log}')", 20), await browser.evaluate("JSON.stringify(window.flowrtc)")
-        assert await browser.evaluate("window.flowrtc.stats.captured") >= await browser.evaluate("window.flowrtc.stats.packetsSent") > 25
+        stats = await browser.evaluate("window.flowrtc.stats")  # one read: the counters keep moving
+        assert stats["captured"] >= stats["packetsSent"] > 25, stats
         assert await browser.wait("window.flowrtc.maxReplyRms > 0.02 && window.flowrtc.stats.packetsReceived > 25", 10), await browser.evaluate(
             "JSON.stringify({rms: window.flowrtc.maxReplyRms, stats: window.flowrtc.stats})"
         )
@@ -141,10 +142,16 @@ async def test_the_built_in_page_talks_over_the_websocket_route(browser: Chromiu
         # The page timed its answers: end of speech to the first reply frame, never sooner
         # than the pause that ends a turn (448 ms).
         answers = await browser.evaluate("window.flowrtc.answerMs")
-        assert answers and all(400 < ms < 3000 for ms in answers), answers
-        assert await browser.evaluate("window.flowrtc.errors.length") == 0
+        assert answers and all(400 < ms < 3000 for ms in answers), await browser.evaluate("JSON.stringify(window.flowrtc)")
+        assert await browser.evaluate("window.flowrtc.errors.length") == 0, await browser.evaluate("JSON.stringify(window.flowrtc.errors)")
         await browser.evaluate("document.getElementById('stop').click()")
         assert await browser.wait("window.flowrtc.status === 'closed'", 5)
+        assert await wait_for(lambda: len(stream.hub) == 0, 10), stream.hub.ids()
+        # Start again on the same page: a new session, the same microphone path.
+        await browser.evaluate("document.getElementById('start').click()")
+        assert await browser.wait("window.flowrtc.status === 'connected' && window.flowrtc.stats.packetsSent > 10", 15), await browser.evaluate("JSON.stringify(window.flowrtc.errors)")
+        assert await browser.evaluate("window.flowrtc.webrtcId") != websocket_id
+        await browser.evaluate("document.getElementById('stop').click()")
         assert await wait_for(lambda: len(stream.hub) == 0, 10), stream.hub.ids()
 
 

@@ -228,10 +228,12 @@ async def tts(
         out: list[AudioChunk] = []
         budget = CatchUp()
         while True:
+            if current is None and (not waiting or max(waiting[0][1], playing_until_s) >= t):
+                return out  # nothing more to make before t (a text that would start later is not begun)
             start_next()
-            if current is None or current.end_s >= t:
+            assert current is not None and current.step is not None
+            if current.end_s >= t:
                 return out
-            assert current.step is not None
             if not await budget.wait(current.step):
                 return out
             out += take_step()

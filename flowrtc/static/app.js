@@ -40,11 +40,13 @@
   let pendingCandidates = null;
   let socket = null; // the WebSocket transport's connection
   let capture = null; // its microphone worklet
+  let captureModule = null; // the worklet's code being (or once) added to the AudioContext
   let replyBus = null; // where its reply audio is played (and metered)
   let playhead = 0; // AudioContext time at which the next reply frame starts
   let scheduled = []; // reply frames scheduled and not yet played
   let lastLoudAt = null; // performance.now() when the last loud microphone frame was sent
   let answered = true; // whether a reply frame came since then
+  let lastReplyAt = null; // performance.now() of the last reply frame
   const LOUD_RMS = 300 / 32768; // -41 dBFS: a frame of speech (the benchmarks' SPEECH_RMS)
   const inputControls = [];
 
@@ -412,6 +414,7 @@
     state.clears = 0;
     state.answerMs = [];
     lastLoudAt = null;
+    lastReplyAt = null;
     answered = true;
     try {
       audioContext = audioContext || new AudioContext();
@@ -420,12 +423,11 @@
       const given = config.track_constraints && config.track_constraints.audio;
       localStream = await navigator.mediaDevices.getUserMedia({ audio: given != null ? given : AUDIO_DEFAULTS });
       meter(localStream, $("mic-level"), (rms) => (state.micRms = rms));
-      const module = URL.createObjectURL(new Blob([CAPTURE_WORKLET], { type: "text/javascript" }));
-      try {
-        await audioContext.audioWorklet.addModule(module);
-      } finally {
-        URL.revokeObjectURL(module);
+      if (!captureModule) {
+        const module = URL.createObjectURL(new Blob([CAPTURE_WORKLET], { type: "text/javascript" }));
+        captureModule = audioContext.audioWorklet.addModule(module).finally(() => URL.revokeObjectURL(module));
       }
+      await captureModule; // once per AudioContext: a processor name registers only once
       replyBus = audioContext.createGain();
       replyBus.connect(audioContext.destination);
       meterNode(replyBus, $("reply-level"), (rms) => {
@@ -501,10 +503,13 @@
     if (!state.outputRate || !replyBus) return;
     const pcm = new Int16Array(data);
     state.stats.packetsReceived += 1;
-    // The first reply frame after the user went quiet answers their turn. (Frames of an
-    // older reply still coming while they speak are not an answer: wait for 100 ms of quiet.)
+    // The first frame of a reply that begins after the user went quiet answers their turn
+    // (frames of an older reply still coming while they speak, until the server's clear,
+    // do not: a reply begins when no frame came for 300 ms).
     const now = performance.now();
-    if (!answered && lastLoudAt !== null && now - lastLoudAt > 100) {
+    const begins = lastReplyAt === null || now - lastReplyAt > 300;
+    lastReplyAt = now;
+    if (begins && !answered && lastLoudAt !== null && now - lastLoudAt > 100) {
       answered = true;
       state.answerMs.push(now - lastLoudAt);
       $("stat-answer").textContent = `${Math.round(now - lastLoudAt)} ms`;
