@@ -298,7 +298,8 @@
           state.connectedAt = Date.now();
           setStatus("connected");
         } else if (connection === "failed") {
-          showError("the connection failed (a TURN server may be needed on this network)");
+          const other = state.config.modality === "audio" ? ", or choose WebSocket next to Start" : "";
+          showError(`the connection failed (a TURN server may be needed on this network${other})`);
           stop("failed");
         } else if (connection === "closed") {
           if (state.status === "connected") stop();
