@@ -155,6 +155,41 @@ async def test_the_built_in_page_talks_over_the_websocket_route(browser: Chromiu
         assert await wait_for(lambda: len(stream.hub) == 0, 10), stream.hub.ids()
 
 
+async def test_over_websocket_the_page_ends_with_the_time_limit(browser: Chromium) -> None:
+    stream = Stream(listening_graph({}), modality="audio", mode="send-receive", time_limit=2)
+    with running_server(stream.app()) as server:
+        await browser.send("Page.navigate", url=f"{server.url}/?transport=websocket")
+        assert await browser.wait("window.flowrtc && window.flowrtc.status === 'ready'", 15)
+        await browser.evaluate("document.getElementById('start').click()")
+        assert await browser.wait("window.flowrtc.status === 'connected'", 15)
+        assert await browser.evaluate("document.getElementById('timer').textContent") in ("2 s left", "1 s left")
+        # The server ends the session at 2 s (end_stream, then a normal close): the page stops, no error.
+        assert await browser.wait("window.flowrtc.status === 'closed'", 10), await browser.evaluate("JSON.stringify(window.flowrtc.logs)")
+        assert await browser.evaluate("window.flowrtc.logs.some(entry => entry.type === 'end_stream')")
+        assert await browser.evaluate("window.flowrtc.errors") == []
+        assert await wait_for(lambda: len(stream.hub) == 0, 10), stream.hub.ids()
+
+
+async def test_over_websocket_the_page_shows_the_error_of_a_failing_graph(browser: Chromium) -> None:
+    @operator
+    async def fail_on_speech(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async with scoped(source) as items:
+            async for item in items:
+                if isinstance(item, AudioChunk) and np.abs(item.to_float32().samples).max() > 0.05:
+                    raise ValueError("the handler broke on purpose")
+                yield item
+
+    stream = Stream(Graph(audio=decode() | fail_on_speech() | encode()), modality="audio", mode="send-receive")
+    with running_server(stream.app()) as server:
+        await browser.send("Page.navigate", url=f"{server.url}/?transport=websocket")
+        assert await browser.wait("window.flowrtc && window.flowrtc.status === 'ready'", 15)
+        await browser.evaluate("document.getElementById('start').click()")
+        assert await browser.wait("window.flowrtc.status === 'failed'", 15), await browser.evaluate("JSON.stringify(window.flowrtc)")
+        errors = await browser.evaluate("window.flowrtc.errors")
+        assert any("the handler broke on purpose" in error for error in errors), errors
+        assert await wait_for(lambda: len(stream.hub) == 0, 10), stream.hub.ids()
+
+
 @pytest.mark.parametrize("transport", ["webrtc", "websocket"])
 async def test_the_page_shows_a_refusal(browser: Chromium, transport: str) -> None:
     stream = Stream(listening_graph({}), modality="audio", concurrency_limit=1, rtc_configuration={"iceServers": []}, server_rtc_configuration={"iceServers": []})
