@@ -319,3 +319,114 @@ async def test_connection_flood_and_bad_clients_leave_others_working(media_dir: 
     assert len(served) == 5, outcomes  # 6 sessions, one of them the good client
     assert kinds.count("concurrency_limit_reached") >= 1 and kinds.count("too_many_connections") >= 30, outcomes
     assert set(kinds) <= {"concurrency_limit_reached", "too_many_connections"}
+
+
+# -- fuzz: many kinds of malformed clients, seeded ------------------------------------------
+
+DOCUMENTED = {  # kind -> close code (docs/websocket-and-phone.md)
+    "bad_json": 1007, "bad_message": 1007, "bad_base64": 1007, "bad_payload": 1007, "not_started": 1002,
+    "already_started": 1002, "unsupported_data": 1003, "message_too_big": 1009, "payload_too_large": 1009,
+    "rate_limited": 1008, "start_timeout": 1008,
+}
+
+
+def junk(rng: np.random.Generator, depth: int = 0) -> Any:
+    """A random JSON value: the wrong type wherever a client can put one."""
+    kind = int(rng.integers(0, 8 if depth < 2 else 5))
+    if kind == 0:
+        return None
+    if kind == 1:
+        return bool(rng.integers(0, 2))
+    if kind == 2:
+        return [int(rng.integers(-(2**40), 2**40)), -1, 0, 10**30, 1e308, -0.5][int(rng.integers(0, 6))]
+    if kind == 3:
+        return ["", "x" * int(rng.integers(1, 300)), "é\u0000\ud7ff", "start", "media", "A" * 4 + "=" * 3][int(rng.integers(0, 6))]
+    if kind == 4:
+        return float(rng.normal())
+    if kind == 5:
+        return [junk(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))]
+    return {str(junk(rng, depth + 1))[:20]: junk(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))}
+
+
+def fuzz_messages(rng: np.random.Generator, route: str, index: int) -> list[str | bytes]:
+    """A short script of messages, most of them malformed in some way."""
+    session = f"fuzz-{index}"
+    good_start = start(route, session)
+    kind = int(rng.integers(0, 9))
+    if kind == 0:  # random bytes, as a binary frame, before or after start
+        return ([good_start] if rng.integers(0, 2) else []) + [rng.bytes(int(rng.integers(0, 2000)))]
+    if kind == 1:  # any JSON value as the first message
+        return [json.dumps(junk(rng))]
+    if kind == 2:  # a start whose fields have the wrong types or values
+        message = json.loads(good_start)
+        if route == "websocket":
+            field = ["websocket_id", "sample_rate", "output_sample_rate", "format"][int(rng.integers(0, 4))]
+            message[field] = junk(rng)
+        else:
+            field = ["encoding", "sampleRate", "channels"][int(rng.integers(0, 3))]
+            message["start"]["mediaFormat"][field] = junk(rng)
+        return [json.dumps(message)]
+    if kind == 3:  # a start, then media whose payload is anything
+        return [good_start, json.dumps({"event": "media", "media": {"payload": junk(rng)}, "streamSid": session})]
+    if kind == 4:  # a start, then audio of any length (odd lengths too): µ-law, or PCM16 in binary frames
+        if route == "websocket" and rng.integers(0, 2):
+            return [start(route, session, format="pcm16", sample_rate=16000)] + [rng.bytes(int(rng.integers(0, 700))) for _ in range(int(rng.integers(1, 5)))]
+        return [good_start] + [media(route, b64(rng.bytes(int(rng.integers(0, 700))))) for _ in range(int(rng.integers(1, 5)))]
+    if kind == 5:  # a start, then known events with junk bodies
+        event = ["mark", "dtmf", "media", "stop", "ping", "start"][int(rng.integers(0, 6))]
+        return [good_start, json.dumps({"event": event, event: junk(rng), "streamSid": session})]
+    if kind == 6:  # events of any name, before and after start
+        return [json.dumps({"event": str(junk(rng))[:40]}), good_start, json.dumps({"event": junk(rng)})]
+    if kind == 7:  # text that is not JSON at all
+        return [good_start, "".join(chr(int(c)) for c in rng.integers(32, 0x2FFF, int(rng.integers(1, 200))))]
+    return [good_start, json.dumps({"event": "media", "media": junk(rng)})]  # media without a payload object
+
+
+async def test_fuzzed_clients_get_documented_errors_and_leave_the_server_whole(media_dir: Any) -> None:
+    """200 seeded malformed clients on both routes while a good session talks: every one ends with a
+    documented error kind and close code (or stays open, for an ignored event), nothing leaks."""
+    rng = np.random.default_rng(20261129)
+    stream = Stream(echo_graph(), modality="audio", concurrency_limit=None, limits=Limits(start_timeout_s=1.0))
+    scripts = [("websocket" if i % 2 else "phone", fuzz_messages(rng, "websocket" if i % 2 else "phone", i)) for i in range(200)]
+    outcomes: list[tuple[str, int | None, str | None]] = []
+
+    async def fuzz_client(route: str, script: list[str | bytes], host: str) -> None:
+        async with connect(f"ws://{host}{PATHS[route]}", max_size=None) as ws:
+            try:
+                for message in script:
+                    await ws.send(message)
+            except ConnectionClosed:
+                pass
+            received = Received()
+            with anyio.move_on_after(1.5):
+                await collect(ws, received)
+            if received.close_code is None:  # still open: it said nothing fatal; end it properly
+                await ws.close()
+                outcomes.append((route, None, None))
+                return
+        errors = [m for _, m in received.messages if isinstance(m, dict) and m.get("event") == "error"]
+        outcomes.append((route, received.close_code, errors[-1]["kind"] if errors else None))
+
+    async with serve(stream) as host:
+        baseline = resource_snapshot()
+        results: list[float] = []
+
+        async def good() -> None:
+            results.append(await healthy_echo(host, media_dir, "good"))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(good)
+            for batch in range(0, len(scripts), 25):
+                async with anyio.create_task_group() as wave:
+                    for route, script in scripts[batch : batch + 25]:
+                        wave.start_soon(fuzz_client, route, script, host)
+        await settle(stream, baseline)
+    clip_reply_s = expected_reply_s(load_audio(media_dir / "asterisk_hello-world_8k.wav", sample_rate=16000))
+    assert results and abs(results[0] - clip_reply_s) < 0.1, "the good session got its whole reply"
+    for route, code, kind in outcomes:
+        if code is None or code == 1000:
+            continue  # open after an ignored event, or ended normally (a fuzzed "stop")
+        assert kind in DOCUMENTED and code == DOCUMENTED[kind], (route, code, kind)
+    assert len(outcomes) == len(scripts)
+    kinds = {kind for _, _, kind in outcomes}
+    assert {"bad_json", "bad_message", "bad_base64", "bad_payload", "not_started", "already_started", "unsupported_data"} <= kinds, kinds
