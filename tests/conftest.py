@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import pytest
 
 from flowrtc.media import AudioChunk
@@ -54,3 +55,21 @@ def hello() -> AudioChunk:
 def thanks() -> AudioChunk:
     """The 5.52 s "Goodbye. Thank you for trying out..." prompt at 8 kHz."""
     return load_clip(THANKS)
+
+
+def junk(rng: np.random.Generator, depth: int = 0) -> Any:
+    """A random JSON value: the wrong type wherever a client can put one."""
+    kind = int(rng.integers(0, 8 if depth < 2 else 5))
+    if kind == 0:
+        return None
+    if kind == 1:
+        return bool(rng.integers(0, 2))
+    if kind == 2:
+        return [int(rng.integers(-(2**40), 2**40)), -1, 0, 10**30, 1e308, -0.5][int(rng.integers(0, 6))]
+    if kind == 3:
+        return ["", "x" * int(rng.integers(1, 300)), "é\u0000\ud7ff", "start", "media", "A" * 4 + "=" * 3][int(rng.integers(0, 6))]
+    if kind == 4:
+        return float(rng.normal())
+    if kind == 5:
+        return [junk(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))]
+    return {str(junk(rng, depth + 1))[:20]: junk(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))}

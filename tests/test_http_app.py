@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any, AsyncIterator
 
 import httpx
@@ -25,7 +26,7 @@ from flowrtc.errors import ConfigurationError
 from flowrtc.inputs import Slider, Textbox
 from flowrtc.operators.core import scoped
 from flowrtc.stream import Stream
-from conftest import HELLO, load_clip
+from conftest import HELLO, junk, load_clip
 from rtc_support import ClientPeer, envelope, media_threads, open_peer_connections, running_server, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -47,6 +48,17 @@ async def assert_all_closed(stream: Stream, timeout: float = 8) -> None:
     assert await wait_for(lambda: len(stream.hub) == 0 and not transport.peers, timeout), (stream.hub.ids(), list(transport.peers))
     assert await wait_for(lambda: not open_peer_connections(), timeout), open_peer_connections()
     assert await wait_for(lambda: not media_threads(), timeout), media_threads()
+
+
+def socket_count() -> int:
+    """Sockets this process has open (Linux)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
 
 
 async def an_offer(**peer_options: Any) -> str:
@@ -375,6 +387,79 @@ async def test_flood_of_offers_and_garbage_leaves_nothing_behind() -> None:
             await good.close()
         await assert_all_closed(stream)
         assert server.task_count() <= server.baseline_tasks + 1, server.tasks()
+
+
+async def test_fuzzed_bodies_get_json_errors_never_a_server_error() -> None:
+    """300 seeded junk bodies on every JSON route (offer, candidate, input hook, Twilio's webhook,
+    outputs): each is answered with flowrtc's JSON refusal or a normal answer, never a 5xx; a real
+    peer connects afterwards."""
+    rng = np.random.default_rng(20261129)
+    stream = make_stream(additional_inputs=[Slider(minimum=0, maximum=1, value=0.5, label="x")])
+    lines = (await an_offer()).split("\r\n")
+
+    def mangled_sdp() -> str:
+        """A real offer with lines dropped, repeated, cut short or with characters changed."""
+        out = []
+        for line in lines:
+            roll = rng.random()
+            if roll < 0.1:
+                continue
+            if roll < 0.15:
+                out += [line, line]
+            elif roll < 0.2:
+                out.append(line[: int(rng.integers(0, len(line) + 1))])
+            elif roll < 0.25 and line:
+                at = int(rng.integers(0, len(line)))
+                out.append(line[:at] + chr(int(rng.integers(33, 127))) + line[at + 1 :])
+            else:
+                out.append(line)
+        return "\r\n".join(out)
+
+    def body() -> Any:
+        shape = int(rng.integers(0, 5))
+        if shape == 0:
+            return junk(rng)
+        if shape == 4:
+            return {"sdp": mangled_sdp(), "type": "offer", "webrtc_id": f"fuzz-{rng.integers(1 << 30)}"}
+        if shape == 1:  # the right keys, junk values
+            return {"sdp": junk(rng), "type": ["offer", "ice-candidate", junk(rng)][int(rng.integers(0, 3))], "webrtc_id": junk(rng), "candidate": junk(rng)}
+        if shape == 2:
+            return {"webrtc_id": junk(rng), "args": junk(rng), "inputs": junk(rng)}
+        return rng.bytes(int(rng.integers(0, 400)))
+
+    with running_server(stream.app(webrtc=WebRTCOptions(connect_timeout_s=1.5))) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            await client.get("/config")  # the client's connection is open before counting sockets
+            sockets_before = socket_count()
+            for index in range(300):
+                route = ["/webrtc/offer", "/input_hook", "/telephone/incoming", "/webrtc/offer"][index % 4]
+                if route == "/input_hook" and index % 8 == 1:
+                    route = "/webrtc/offer"  # more offers: a mangled SDP reaches aiortc's parser
+                sent = body()
+                if isinstance(sent, bytes):
+                    reply = await client.post(route, content=sent, headers={"content-type": "application/json"})
+                elif route == "/telephone/incoming" and index % 8 == 2:
+                    form = {str(k)[:30]: str(v)[:100] for k, v in (sent.items() if isinstance(sent, dict) else [("Body", sent)])}
+                    reply = await client.post(route, data=form)
+                else:
+                    reply = await client.post(route, json=sent)
+                assert reply.status_code < 500, (route, sent, reply.status_code, reply.text[:300])
+                assert "Traceback" not in reply.text
+                if reply.status_code >= 400:
+                    assert reply.json()["status"] == "failed" and reply.json()["meta"]["error"], (route, sent, reply.text[:300])
+            outputs = await client.get("/outputs", params={"webrtc_id": "x" * 5000})
+            assert outputs.status_code < 500
+            peer = ClientPeer(server.url, audio=load_clip(HELLO, 48000))
+            assert (await peer.connect(client))["type"] == "answer"
+            await peer.wait_connected()
+            await peer.close()
+        # Nothing outlives the requests: no session or peer, no socket, and every peer connection
+        # was closed (aiortc's own close() stops part-way on a few mangled offers; see webrtc.py).
+        transport = webrtc_transport(stream)
+        assert await wait_for(lambda: len(stream.hub) == 0 and not transport.peers, 8), (stream.hub.ids(), list(transport.peers))
+        assert await wait_for(lambda: not [pc for pc in open_peer_connections() if pc.signalingState != "closed"], 8)
+        assert await wait_for(lambda: socket_count() <= sockets_before, 8), (socket_count(), sockets_before)
+        assert await wait_for(lambda: not media_threads(), 8), media_threads()
 
 
 async def test_too_many_negotiating_peers_are_refused() -> None:

@@ -422,6 +422,45 @@ async def test_a_failing_handler_only_ends_its_own_session() -> None:
         await assert_all_closed(stream, server)
 
 
+async def test_a_peer_whose_close_raises_does_not_end_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiortc's close() raises part-way for some malformed offers; the peers' task group must not
+    see it, or one bad client would end every WebRTC session of the process."""
+    from aiortc import RTCPeerConnection
+
+    original_close = RTCPeerConnection.close
+
+    async def close(self: RTCPeerConnection) -> None:
+        await original_close(self)
+        if getattr(self, "_flowrtc_test_raise", False):
+            raise AttributeError("'NoneType' object has no attribute 'stop'")  # what aiortc raises
+
+    monkeypatch.setattr(RTCPeerConnection, "close", close)
+    stream = make_stream(Graph(audio=echo_pipe()), modality="audio")
+    clip = load_clip(HELLO, 48000)
+    with running_server(app_of(stream)) as server:
+        async with httpx.AsyncClient() as client:
+            good = ClientPeer(server.url, audio=clip, webrtc_id="good-1", lead_silence_s=1.5)
+            bad = ClientPeer(server.url, audio=clip, webrtc_id="bad-1")
+            await good.connect(client)
+            await bad.connect(client)
+            await good.wait_connected()
+            await bad.wait_connected()
+            webrtc_transport(stream).peers["bad-1"].pc._flowrtc_test_raise = True  # type: ignore[attr-defined]
+            assert webrtc_transport(stream).close_peer("bad-1")
+            assert await wait_for(lambda: stream.hub.ids() == ["good-1"], 5), stream.hub.ids()
+            # The good session goes on (its speech, after 1.5 s of silence, comes back) ...
+            mark = time.monotonic()
+            assert await wait_for(lambda: envelope(good.received_audio(since=mark)).max(initial=0) > 500, 5)
+            # ... and a new peer still connects.
+            again = ClientPeer(server.url, audio=clip, webrtc_id="again-1")
+            await again.connect(client)
+            await again.wait_connected()
+            for peer in (good, bad, again):
+                await peer.close()
+        transport = webrtc_transport(stream)
+        assert await wait_for(lambda: len(stream.hub) == 0 and not transport.peers, 8), stream.hub.ids()
+
+
 _calls: dict[str, int] = {}
 
 

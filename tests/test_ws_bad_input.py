@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from conftest import junk
 from ws_support import Received, collect, echo_graph, expected_reply_s, mulaw_frames, paced, resource_snapshot, serve, settle
 
 from flowrtc import AudioChunk
@@ -328,24 +329,6 @@ DOCUMENTED = {  # kind -> close code (docs/websocket-and-phone.md)
     "already_started": 1002, "unsupported_data": 1003, "message_too_big": 1009, "payload_too_large": 1009,
     "rate_limited": 1008, "start_timeout": 1008,
 }
-
-
-def junk(rng: np.random.Generator, depth: int = 0) -> Any:
-    """A random JSON value: the wrong type wherever a client can put one."""
-    kind = int(rng.integers(0, 8 if depth < 2 else 5))
-    if kind == 0:
-        return None
-    if kind == 1:
-        return bool(rng.integers(0, 2))
-    if kind == 2:
-        return [int(rng.integers(-(2**40), 2**40)), -1, 0, 10**30, 1e308, -0.5][int(rng.integers(0, 6))]
-    if kind == 3:
-        return ["", "x" * int(rng.integers(1, 300)), "é\u0000\ud7ff", "start", "media", "A" * 4 + "=" * 3][int(rng.integers(0, 6))]
-    if kind == 4:
-        return float(rng.normal())
-    if kind == 5:
-        return [junk(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))]
-    return {str(junk(rng, depth + 1))[:20]: junk(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))}
 
 
 def fuzz_messages(rng: np.random.Generator, route: str, index: int) -> list[str | bytes]:

@@ -370,7 +370,12 @@ class WebRTCTransport:
                 for track in (peer.audio_out, peer.video_out):
                     if track is not None:
                         track.stop()
-                await pc.close()
+                try:
+                    await pc.close()
+                except Exception as exc:  # noqa: BLE001 - must not replace the refusal, or end the other peers' task group
+                    # aiortc stops part-way on some malformed offers (a transceiver its BUNDLE
+                    # left without a transport); nothing of it is left running by then.
+                    logger.debug("webrtc peer %s: closing raised %r", webrtc_id, exc)
             logger.debug("webrtc peer %s closed (%s)", webrtc_id, peer.end_reason or "shutdown")
         if refusal is not None:
             raise refusal
