@@ -388,6 +388,17 @@ async def test_unconnected_peer_is_reaped() -> None:
         await assert_all_closed(stream, server)
 
 
+async def good_and_bad_peers(server: Any, client: httpx.AsyncClient, clip: AudioChunk, good_silence_s: float) -> tuple[ClientPeer, ClientPeer]:
+    """Two connected peers, "good-1" (speaking after ``good_silence_s``) and "bad-1"."""
+    good = ClientPeer(server.url, audio=clip, webrtc_id="good-1", lead_silence_s=good_silence_s)
+    bad = ClientPeer(server.url, audio=clip, webrtc_id="bad-1")
+    for peer in (good, bad):
+        await peer.connect(client)
+    for peer in (good, bad):
+        await peer.wait_connected()
+    return good, bad
+
+
 async def test_a_failing_handler_only_ends_its_own_session() -> None:
     def maybe_fail(audio: Any) -> Any:
         session = current_session()
@@ -402,12 +413,7 @@ async def test_a_failing_handler_only_ends_its_own_session() -> None:
     clip = load_clip(HELLO, 48000)
     with running_server(app_of(stream)) as server:
         async with httpx.AsyncClient() as client:
-            good = ClientPeer(server.url, audio=clip, webrtc_id="good-1", lead_silence_s=1.0)
-            bad = ClientPeer(server.url, audio=clip, webrtc_id="bad-1")
-            await good.connect(client)
-            await bad.connect(client)
-            await good.wait_connected()
-            await bad.wait_connected()
+            good, bad = await good_and_bad_peers(server, client, clip, good_silence_s=1.0)
             assert await wait_for(lambda: bad.messages_of("error"), 5), bad.messages
             error = bad.messages_of("error")[0]
             assert error["message"] == "the handler broke" and error["kind"] == "RuntimeError"
@@ -439,12 +445,7 @@ async def test_a_peer_whose_close_raises_does_not_end_the_others(monkeypatch: py
     clip = load_clip(HELLO, 48000)
     with running_server(app_of(stream)) as server:
         async with httpx.AsyncClient() as client:
-            good = ClientPeer(server.url, audio=clip, webrtc_id="good-1", lead_silence_s=1.5)
-            bad = ClientPeer(server.url, audio=clip, webrtc_id="bad-1")
-            await good.connect(client)
-            await bad.connect(client)
-            await good.wait_connected()
-            await bad.wait_connected()
+            good, bad = await good_and_bad_peers(server, client, clip, good_silence_s=1.5)
             webrtc_transport(stream).peers["bad-1"].pc._flowrtc_test_raise = True  # type: ignore[attr-defined]
             assert webrtc_transport(stream).close_peer("bad-1")
             assert await wait_for(lambda: stream.hub.ids() == ["good-1"], 5), stream.hub.ids()
