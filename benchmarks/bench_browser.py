@@ -81,7 +81,9 @@ async def browser_answers(port: int, microphone: Path, turns: int) -> list[float
         await browser.evaluate("document.getElementById('start').click()")
         if not await browser.wait("window.flowrtc.status === 'connected'", 20):
             raise RuntimeError(f"the page did not connect: {await browser.evaluate('JSON.stringify(window.flowrtc.errors)')}")
-        cycle_s = 1.4 + GAP_S
+        from flowrtc.testing import load_audio
+
+        cycle_s = load_audio(CLIP).duration_s + GAP_S  # one turn of the looped microphone
         await browser.wait(f"window.flowrtc.answerMs.length >= {turns + 1}", cycle_s * (turns + 3))
         answers = await browser.evaluate("window.flowrtc.answerMs")
         errors = await browser.evaluate("window.flowrtc.errors")
