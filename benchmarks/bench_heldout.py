@@ -42,6 +42,12 @@ The nine tuning sentences are measured the same way (energy ground truth) for co
 latency and splits against the tuning sentence pairs joined by 0.25/0.30/0.35/0.40 s gaps, in
 digital silence and over -50 and -40 dBFS noise floors: what a shorter pause costs.
 
+``--early 128,192,256`` measures ``ReplyOnPause(early_pause_ms=...)`` instead: how long
+before the turn's end the reply function gets the turn (the head start a slow function
+gains), how many early calls are withdrawn because the pause was inside the turn, and
+that every reply comes at the same media time as without it; held-out prompts and the
+tuning sentence pairs (0.25-0.40 s gaps), in silence and over -50 and -40 dBFS floors.
+
 ``--rise-db off`` (or a number of dB) sets ``vad``'s resume hold for the whole run
 (default: the library's default, 3 dB), to measure what the hold does.
 """
@@ -65,7 +71,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_turns import MEDIA, at_rate, join, long_reply, reply_times, sentences, set_rise_db, silence, with_noise  # noqa: E402
-from flowrtc.events import Interrupt, ReplyStarted  # noqa: E402
+from flowrtc.events import Interrupt, PendingUtterance, ReplyStarted  # noqa: E402
 from flowrtc.handlers.options import AlgoOptions  # noqa: E402
 from flowrtc.media import AudioChunk  # noqa: E402
 from flowrtc.testing import load_audio  # noqa: E402
@@ -257,6 +263,55 @@ def pause_sweep(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int]) 
               f"{' | '.join(pairs)} |", flush=True)
 
 
+async def early_calls(audio: AudioChunk, early_ms: int) -> tuple[list[float], int, int, bool]:
+    """Head starts (decision - the early call that became the reply), early calls, replies,
+    and whether the replies came at the same media times as without early calls."""
+    plain = await reply_times(audio)
+    early = await reply_times(audio, early_pause_ms=early_ms)
+    replies = early.times(ReplyStarted)
+    pending = early.times(PendingUtterance)
+    heads = []
+    for reply in replies:
+        before = [t for t in pending if t <= reply]
+        if before:
+            heads.append(reply - before[-1])
+    return heads, len(pending), len(replies), replies == plain.times(ReplyStarted)
+
+
+def early_sweep(voices: dict[str, tuple[list[Prompt], int]], earlies: list[int]) -> None:
+    """What ``early_pause_ms`` gives (head start) and costs (withdrawn early calls), 8 kHz, media time."""
+    heldout = [p for voice, (said, _) in voices.items() if not voice.startswith("tuning") for p in said]
+    said = sentences()
+    print("| early_pause_ms | floor | head start median / p10 (s) | held-out prompts: early calls withdrawn per reply | "
+          "tuning pairs: withdrawn per pair at a 0.25 / 0.30 / 0.35 / 0.40 s gap | replies at the same times |")
+    print("| ---: | ---: | ---: | ---: | ---: | :---: |")
+    for early_ms in earlies:
+        for noise in PAIR_NOISE:
+            label = "silence" if not noise else f"{20 * np.log10(noise / 32768):.0f} dBFS"
+            heads: list[float] = []
+            withdrawn, answered, same = 0, 0, True
+            for voice, (prompts_, _) in voices.items():
+                if voice.startswith("tuning"):
+                    continue
+                audio = join([part for p in prompts_ for part in (p.audio, silence(GAP_S))])
+                h, calls, replies, identical = anyio.run(early_calls, with_noise(audio, level=noise) if noise else audio, early_ms)
+                heads += h
+                withdrawn += calls - replies
+                answered += replies
+                same = same and identical
+            per_gap = []
+            for gap in PAIR_GAPS_S:
+                extra = 0
+                for first, second in zip(said, said[1:]):
+                    audio = join([first.audio.slice(0, round(first.end_s * RATE)), silence(gap), second.audio.slice(round(second.start_s * RATE)), silence(1.0)])
+                    h, calls, replies, identical = anyio.run(early_calls, with_noise(audio, level=noise) if noise else audio, early_ms)
+                    extra += calls - replies
+                    same = same and identical
+                per_gap.append(f"{extra / 8:.2f}")
+            print(f"| {early_ms} | {label} | {pct(heads, 50):.3f} / {pct(heads, 10):.3f} | {withdrawn / answered:.3f} ({withdrawn} of {answered} prompts, {len(heldout)} said) | "
+                  f"{' / '.join(per_gap)} | {'yes' if same else 'NO'} |", flush=True)
+
+
 def heldout_pairs(voices: dict[str, tuple[list[Prompt], int]]) -> None:
     """Cut turns over pairs of held-out prompts, at the default pause, 8 kHz, media time."""
     pairs = [(said[i], said[i + 1]) for voice, (said, _) in voices.items() if not voice.startswith("tuning") for i in range(0, len(said) - 1, 2)]
@@ -279,6 +334,7 @@ def main() -> None:
     parser.add_argument("--cache", default=str(heldout_cache()), help="where the sound packages are unpacked (default $FLOWRTC_HELDOUT or ~/.cache/flowrtc-heldout)")
     parser.add_argument("--pauses", default="", help="instead: turn latency against split turns for these turn-end pauses (ms, multiples of 32)")
     parser.add_argument("--pairs", action="store_true", help="instead: cut turns over pairs of held-out prompts joined by short gaps")
+    parser.add_argument("--early", default="", help="instead: what starting replies early (early_pause_ms, comma-separated) gives and costs")
     parser.add_argument("--rise-db", default="", help="vad's resume hold for this run: dB, or 'off' (default: the library's)")
     args = parser.parse_args()
     if args.rise_db:
@@ -293,6 +349,9 @@ def main() -> None:
         return
     if args.pairs:
         heldout_pairs(voices)
+        return
+    if args.early:
+        early_sweep(voices, [int(e) for e in args.early.split(",")])
         return
 
     print("| voice | rate | prompts (left out) | turn latency median / p90 / max (s) | missed | split, inner pause < 0.30 s | 0.30-0.45 s | >= 0.45 s | barge-in median / max (s) | no barge-in |")

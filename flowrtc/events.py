@@ -21,8 +21,11 @@ __all__ = [
     "Event",
     "SpeechStarted",
     "SpeechStopped",
+    "SpeechPaused",
+    "SpeechResumed",
     "PauseDetected",
     "Utterance",
+    "PendingUtterance",
     "Interrupt",
     "ReplyStarted",
     "ReplyEnded",
@@ -60,6 +63,21 @@ class SpeechStopped(Event, frozen=True, kw_only=True):
     speech_end_s: float | None = None
 
 
+class SpeechPaused(Event, frozen=True, kw_only=True):
+    """Speech has been silent since ``speech_end_s``, long enough to start a reply early but
+    not yet long enough to end the turn (``vad(early_pause_ms=...)``).
+
+    A ``SpeechStopped`` with the same ``speech_end_s`` follows if the pause ends the turn,
+    a ``SpeechResumed`` if the user goes on.
+    """
+
+    speech_end_s: float
+
+
+class SpeechResumed(Event, frozen=True, kw_only=True):
+    """Speech came back in the pause that a ``SpeechPaused`` announced: the turn goes on."""
+
+
 class PauseDetected(Event, frozen=True, kw_only=True):
     """The pause gate decided that the user's turn is over."""
 
@@ -74,6 +92,16 @@ class Utterance(Event, frozen=True, kw_only=True):
     audio: AudioChunk
     start_s: float
     end_s: float
+
+
+class PendingUtterance(Event, frozen=True, kw_only=True):
+    """The turn as it will be if the pause going on now ends it (``pause_gate`` after a ``SpeechPaused``).
+
+    ``utterance`` is exactly the ``Utterance`` that would then follow, apart from its
+    ``media_time_s``; ``reply`` starts answering it early. A ``SpeechResumed`` withdraws it.
+    """
+
+    utterance: Utterance
 
 
 class Interrupt(Event, frozen=True, kw_only=True):

@@ -67,6 +67,12 @@ class ReplyOnPause:
             ``PauseDetectionModel`` (scored on ``audio_chunk_duration`` chunks).
         needs_args: ``fn`` wants the client's extra inputs even though it has one
             parameter (with more than one it always does).
+        early_pause_ms: start ``fn`` once a pause has lasted this long (shorter than
+            the pause that ends a turn, 448 ms by default), and hold what it yields
+            until the turn ends; if the user goes on, close it unheard. A slow ``fn``
+            (speech recognition, a language model, a voice) then answers sooner by up
+            to the difference, but is called, and closed, for pauses inside a turn
+            too. ``None`` (default): ``fn`` is called when the turn ends, as in FastRTC.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class ReplyOnPause:
         input_sample_rate: int = 48000,
         model: Any = None,
         needs_args: bool = False,
+        early_pause_ms: float | None = None,
     ) -> None:
         if output_frame_size is not None:
             warnings.warn(
@@ -105,6 +112,9 @@ class ReplyOnPause:
         self.input_sample_rate = input_sample_rate
         self.model = model
         self.needs_args = needs_args
+        self.early_pause_ms = early_pause_ms
+        if early_pause_ms is not None:
+            turn_taking(self.algo_options, self.model_options, model=self.model, early_pause_ms=early_pause_ms)  # checks it
         self._phone_mode = False
         self._latest_args: list[Any] = [_PLACEHOLDER]
         self._driver: _Driver | None = None
@@ -123,7 +133,7 @@ class ReplyOnPause:
         """
         pipe = (
             decode(catch_up_ms=CATCH_UP_MS)
-            | turn_taking(self.algo_options, self.model_options, model=self.model)
+            | turn_taking(self.algo_options, self.model_options, model=self.model, early_pause_ms=self.early_pause_ms)
             | self._answer(startup=startup)
         )
         return Graph(audio=pipe, name=type(self).__name__, modality="audio")

@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterable, AsyncIterator
 
-from flowrtc.events import Log, PauseDetected, SpeechStarted, SpeechStopped, Utterance
+from flowrtc.errors import ConfigurationError
+from flowrtc.events import Log, PauseDetected, PendingUtterance, SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, Utterance
 from flowrtc.media import AudioChunk
 from flowrtc.operators.core import Pipe, operator, scoped
 from flowrtc.operators.vad import (
@@ -27,6 +28,7 @@ from flowrtc.operators.vad import (
     DEFAULT_RISE_DB,
     DEFAULT_RISE_HOLD_MS,
     DEFAULT_THRESHOLD,
+    check_early_pause,
     vad,
 )
 
@@ -107,21 +109,27 @@ def turn_taking(
     engine: Any = None,
     rise_db: float | None = DEFAULT_RISE_DB,
     rise_hold_ms: float = DEFAULT_RISE_HOLD_MS,
+    early_pause_ms: float | None = None,
 ) -> Pipe:
     """``vad | pause_gate`` configured from FastRTC's options (see :func:`turn_settings`).
 
     ``rise_db`` and ``rise_hold_ms`` go to :func:`~flowrtc.operators.vad.vad`:
     the hold of a turn's end while the audio is getting louder again.
+    ``early_pause_ms`` too: after that much pause, ``pause_gate`` sends the turn
+    ahead as a ``PendingUtterance``, so that ``reply`` can start answering it early.
 
     With a FastRTC-style chunk ``model`` the detector reproduces FastRTC's rule
     on its chunks: a chunk with more than ``started_talking_threshold`` of speech
     starts the turn, one with less than ``speech_threshold`` ends it.
     """
     s = turn_settings(algo_options, model_options)
+    check_early_pause(early_pause_ms, s.min_silence_ms)
     gate = pause_gate(
         speech_pad_ms=s.speech_pad_ms, min_speech_ms=s.min_speech_ms, min_silence_ms=s.min_silence_ms, max_turn_s=s.max_turn_s
     )
     if model is not None and not hasattr(model, "infer"):
+        if early_pause_ms is not None:
+            raise ConfigurationError("early_pause_ms needs a windowed VAD (Silero); a FastRTC chunk model decides per chunk")
         from flowrtc.models.protocol import DEFAULT_CHUNK_S, ChunkedPauseModel
 
         algo_chunk_s = getattr(algo_options, "audio_chunk_duration", DEFAULT_CHUNK_S)
@@ -148,6 +156,7 @@ def turn_taking(
         engine=engine,
         rise_db=rise_db,
         rise_hold_ms=rise_hold_ms,
+        early_pause_ms=early_pause_ms,
     )
     return detector | gate
 
@@ -216,6 +225,10 @@ async def pause_gate(
     turn now, with whatever audio it has (possibly none). Audio is not passed
     on; events are, with ``Log`` events ``started_talking`` and ``pause_detected``
     and a ``PauseDetected`` before each ``Utterance``.
+
+    After a ``SpeechPaused`` (``vad(early_pause_ms=...)``) comes a
+    ``PendingUtterance``: the ``Utterance`` this pause will give if it ends the
+    turn, once its audio (``speech_pad_ms`` past the speech) has arrived.
     """
     if algo_options is not None or model_options is not None:
         s = turn_settings(algo_options, model_options)
@@ -230,18 +243,34 @@ async def pause_gate(
     now_s = 0.0
     rate = 0
 
-    def utterance(end_s: float, speech_end_s: float, decided_s: float) -> list[Any]:
+    pending: tuple[float, float, float] | None = None  # a SpeechPaused's (speech end, audio end, time) awaiting its audio
+
+    def pending_utterance() -> PendingUtterance:
+        # decided when both the pause was announced and the audio it needs was in: media time, exact
+        assert pending is not None
+        said_s, audio_end_s, paused_s = pending
+        decided_s = max(paused_s, audio_end_s)
+        return PendingUtterance(utterance=turn_utterance(audio_end_s, said_s, decided_s), media_time_s=decided_s)
+
+    def turn_utterance(end_s: float, speech_end_s: float, decided_s: float) -> Utterance:
         assert turn is not None
         pieces = _clip(turn.pieces, turn.audio_start_s, end_s)
         if pieces:
             audio = AudioChunk.concat(pieces)
         else:
             audio = AudioChunk.silence(0.0, rate or _FALLBACK_RATE, pts=round(turn.audio_start_s * (rate or _FALLBACK_RATE)))
+        return Utterance(audio=audio, start_s=turn.speech_start_s, end_s=speech_end_s, media_time_s=decided_s)
+
+    def utterance(end_s: float, speech_end_s: float, decided_s: float) -> list[Any]:
         return [
             PauseDetected(media_time_s=decided_s),
             Log(data="pause_detected", media_time_s=decided_s),
-            Utterance(audio=audio, start_s=turn.speech_start_s, end_s=speech_end_s, media_time_s=decided_s),
+            turn_utterance(end_s, speech_end_s, decided_s),
         ]
+
+    def speech_end(said_end_s: float | None, t: float) -> float:
+        assert turn is not None
+        return max(turn.speech_start_s, said_end_s if said_end_s is not None else t - silence_s)
 
     async with scoped(source) as items:
         async for item in items:
@@ -250,10 +279,13 @@ async def pause_gate(
                 now_s = (item.pts + item.samples.shape[1]) / rate
                 if turn is not None:
                     turn.pieces.append(item)
+                    if pending is not None and now_s >= pending[1]:
+                        yield pending_utterance()
+                        pending = None
                     if now_s - turn.audio_start_s >= max_turn_s:
                         for event in utterance(now_s, now_s, now_s):
                             yield event
-                        turn = _Turn([], now_s, now_s)
+                        turn, pending = _Turn([], now_s, now_s), None
                         yield Log(data="started_talking", media_time_s=now_s)
                 else:
                     recent.append(item)
@@ -275,19 +307,31 @@ async def pause_gate(
                     turn = _Turn(_clip(recent, t - preroll_s, math.inf), t - preroll_s, t - speech_s)
                     recent.clear()
                     yield Log(data="started_talking", media_time_s=t)
+            elif isinstance(item, SpeechPaused):
+                yield item
+                if turn is not None:
+                    said_s = speech_end(item.speech_end_s, item.media_time_s)
+                    pending = (said_s, said_s + pad_s, item.media_time_s)
+                    if now_s >= pending[1]:
+                        yield pending_utterance()
+                        pending = None
+            elif isinstance(item, SpeechResumed):
+                pending = None
+                yield item
             elif isinstance(item, SpeechStopped):
                 speaking = False
+                pending = None
                 yield item
                 if turn is not None:
                     t = item.media_time_s
-                    said_end_s = item.speech_end_s if item.speech_end_s is not None else t - silence_s
-                    speech_end_s = max(turn.speech_start_s, said_end_s)
+                    speech_end_s = speech_end(item.speech_end_s, t)
                     end_s = min(t, speech_end_s + pad_s)
                     for event in utterance(end_s, speech_end_s, t):
                         yield event
                     recent.extend(_clip(turn.pieces, t - preroll_s, math.inf))  # the next turn's pre-roll
                     turn = None
             elif isinstance(item, PauseDetected):
+                pending = None
                 t = max(item.media_time_s, now_s)
                 if turn is None:
                     turn = _Turn([], t, t)

@@ -9,6 +9,11 @@ The user's function is called FastRTC's way: ``fn((rate, int16 (1, n)), *args)``
 any kind (plain, async, generator, async generator; sync code runs in worker
 threads), with the session's extra inputs as ``args``. What it yields may be
 audio in any shape and rate, ``AdditionalOutputs``, ``CloseStream`` or events.
+
+A ``PendingUtterance`` (``turn_taking(early_pause_ms=...)``) starts the function
+early: what it yields is held until the ``Utterance`` it foresaw arrives, and
+then the reply begins with it at once. If the user goes on instead
+(``SpeechResumed``), the early call is closed and nothing it made is sent.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, I
 
 import anyio
 
-from flowrtc.events import AdditionalOutputs, Utterance
+from flowrtc.events import AdditionalOutputs, PendingUtterance, SpeechResumed, Utterance
 from flowrtc.media import AudioChunk, Layout
 from flowrtc.operators.core import operator, scoped
 from flowrtc.operators.handler import iterate_call, normalize_output
@@ -148,7 +153,10 @@ async def _answer(
     output_sample_rate: int | None,
     limiter: anyio.CapacityLimiter | None,
     layout: Layout | None = None,
+    hold: anyio.Event | None = None,
+    keep_args: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Any]:
+    # ``hold`` (an early reply): after fn's first value, go no further until it is set.
     from flowrtc.session import current_session  # the session layer imports operators
 
     session = current_session()
@@ -180,15 +188,109 @@ async def _answer(
                             yield chunk
                         continue
                     if isinstance(out, AdditionalOutputs) and session is not None and session.phone_mode:
-                        # FastRTC on the phone: what a reply shows becomes the next call's inputs.
+                        # FastRTC on the phone: what a reply shows becomes the next call's inputs
+                        # (an early reply's, only once its turn has ended).
+                        if hold is not None:
+                            await hold.wait()
                         session.latest_args = list(out.args)
                     yield out
+                if hold is not None:
+                    await hold.wait()
         if resampler is not None:
             for chunk in resampler.flush():
                 yield chunk
     finally:
-        if needs_args and args is None and session is not None:
+        if needs_args and args is None and session is not None and not (keep_args is not None and keep_args()):
             _clear_args(session)
+
+
+#: Items an early reply's task keeps ready for ``interrupt`` (then it waits).
+_AHEAD_ITEMS = 8
+_DONE = object()
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _Ahead:
+    """An early reply: ``fn``'s answer to a pending turn, run in its own task up to ``fn``'s first value.
+
+    :meth:`confirm` (the turn ended as foreseen) lets it go on; it is then the
+    ``Reply``'s items, what was made ahead first. :meth:`withdraw` (the user
+    went on) stops it; nothing it made is used.
+    """
+
+    __slots__ = ("utterance", "withdrawn", "_confirmed", "_stream", "_queue", "_scope", "_task")
+
+    def __init__(self, utterance: Utterance, make: Callable[[anyio.Event, Callable[[], bool]], AsyncIterator[Any]]) -> None:
+        self.utterance = utterance
+        self.withdrawn = False
+        self._confirmed = anyio.Event()
+        self._stream = make(self._confirmed, lambda: self.withdrawn)
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_AHEAD_ITEMS)
+        self._scope = anyio.CancelScope()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        with self._scope:
+            try:
+                async for item in self._stream:
+                    await self._queue.put(item)
+            except Exception as error:  # noqa: BLE001 - handed to whoever plays the reply
+                await self._queue.put(_Failed(error))
+                return
+            await self._queue.put(_DONE)
+
+    def foresaw(self, utterance: Utterance) -> bool:
+        """Whether ``utterance`` is the turn this reply was started on (same bounds, same audio)."""
+        mine, theirs = self.utterance, utterance
+        return (
+            mine.start_s == theirs.start_s
+            and mine.end_s == theirs.end_s
+            and mine.audio.sample_rate == theirs.audio.sample_rate
+            and mine.audio.pts == theirs.audio.pts
+            and mine.audio.n_samples == theirs.audio.n_samples
+        )
+
+    def confirm(self) -> _Ahead:
+        """The turn ended as foreseen: ``fn`` may go on past its first value."""
+        self._confirmed.set()
+        return self
+
+    def __aiter__(self) -> _Ahead:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self._queue.get()
+        if item is _DONE:
+            self._queue.put_nowait(_DONE)  # stays ended
+            raise StopAsyncIteration
+        if isinstance(item, _Failed):
+            self._queue.put_nowait(_DONE)
+            raise item.error
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the function (a step in a worker thread finishes first) and close its generator."""
+        self._scope.cancel()
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._task
+            except BaseException:  # noqa: BLE001 - a closed reply has no one to tell
+                pass
+            try:
+                await self._stream.aclose()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - same
+                pass
+
+    async def withdraw(self) -> None:
+        """The turn went on: close the reply; it must not count as the turn's answer."""
+        self.withdrawn = True
+        await self.aclose()
 
 
 #: Conversions of more than this much audio run in a worker thread, not on the event
@@ -249,6 +351,17 @@ async def reply(
             (none if it takes no parameters); its reply plays first.
         limiter: bounds the worker threads used for sync code.
 
+    A ``PendingUtterance`` calls ``fn`` at once, on the turn as it will be if the
+    pause going on ends it, and runs it up to its first value (a generator's
+    first yield, a plain function's return), which is held. When that
+    ``Utterance`` comes, its ``Reply`` starts with what was made ahead and
+    ``fn`` goes on; a ``SpeechResumed`` (or a different ``Utterance``) closes
+    the early call unheard. So ``fn`` may be started, and closed at its first
+    yield, for a pause that turns out to be inside the turn: work before the
+    first yield (recognising the speech, asking a language model, the first
+    sentence of speech) is what starting early saves; side effects that must
+    happen once per turn (a chat history) belong after it.
+
     A ``Reply`` must be run by ``interrupt``, which places and cuts its audio.
     """
     if needs_args is None:
@@ -257,10 +370,38 @@ async def reply(
     if startup_fn is not None:
         # FastRTC calls startup_fn with the extra inputs only: so only if it takes any.
         yield Reply(_answer(startup_fn, None, needs_args=_takes_args(startup_fn), **options), media_time_s=0.0)  # type: ignore[arg-type]
-    async with scoped(source) as items:
-        async for item in items:
-            if isinstance(item, Utterance):
-                stream = _answer(fn, item, needs_args=needs_args, **options)  # type: ignore[arg-type]
-                yield Reply(stream, media_time_s=item.media_time_s, utterance=item)
-            else:
+    early: _Ahead | None = None
+    closing: list[asyncio.Task[None]] = []
+
+    def withdraw() -> None:
+        # In a task: a step of a sync fn in a worker thread must not hold up the events behind it.
+        nonlocal early
+        if early is not None:
+            closing[:] = [task for task in closing if not task.done()]
+            closing.append(asyncio.get_running_loop().create_task(early.withdraw()))
+            early = None
+
+    try:
+        async with scoped(source) as items:
+            async for item in items:
+                if isinstance(item, Utterance):
+                    if early is not None and early.foresaw(item):
+                        answer: AsyncIterator[Any] = early.confirm()
+                        early = None
+                    else:
+                        withdraw()
+                        answer = _answer(fn, item, needs_args=needs_args, **options)  # type: ignore[arg-type]
+                    yield Reply(answer, media_time_s=item.media_time_s, utterance=item)
+                    continue
+                if isinstance(item, PendingUtterance):
+                    withdraw()
+                    pending = item.utterance
+                    early = _Ahead(pending, lambda hold, kept: _answer(fn, pending, needs_args=needs_args, hold=hold, keep_args=kept, **options))  # type: ignore[arg-type]
+                elif isinstance(item, SpeechResumed):
+                    withdraw()
                 yield item
+    finally:
+        with anyio.CancelScope(shield=True):
+            withdraw()
+            for task in closing:
+                await task

@@ -29,7 +29,7 @@ import anyio.to_thread
 import numpy as np
 
 from flowrtc.errors import ConfigurationError
-from flowrtc.events import Event, SpeechStarted, SpeechStopped
+from flowrtc.events import Event, SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped
 from flowrtc.media import AudioChunk
 from flowrtc.models.protocol import ChunkedPauseModel
 from flowrtc.models.silero import WINDOW_SAMPLES, VADStream, get_silero_vad
@@ -90,6 +90,12 @@ class SpeechDetector:
     ``rise_hold_ms``; a probability back at ``threshold`` makes it speech
     again, as always. ``rise_db=None`` turns the hold off.
 
+    With ``early_pause_ms`` (shorter than ``min_silence_ms``) a pause that has
+    lasted that long is announced with ``SpeechPaused`` (its ``speech_end_s`` is
+    the one the ``SpeechStopped`` will carry), and, if speech comes back before
+    the pause ends the turn, withdrawn with ``SpeechResumed``. A reply can then be
+    started early and held until the turn is over.
+
     Event times are ``start_s + windows_seen * window_s``: media time, exact,
     whatever the speed the audio arrives at.
     """
@@ -102,12 +108,14 @@ class SpeechDetector:
         "silence_windows",
         "rise_db",
         "hold_windows",
+        "early_windows",
         "start_s",
         "windows",
         "state",
         "run",
         "_floor",
         "_held",
+        "_paused",
     )
 
     def __init__(
@@ -120,6 +128,7 @@ class SpeechDetector:
         min_silence_ms: float = DEFAULT_MIN_SILENCE_MS,
         rise_db: float | None = DEFAULT_RISE_DB,
         rise_hold_ms: float = DEFAULT_RISE_HOLD_MS,
+        early_pause_ms: float | None = None,
         start_s: float = 0.0,
     ) -> None:
         if neg_threshold is None:
@@ -137,12 +146,14 @@ class SpeechDetector:
         self.silence_windows = _windows(min_silence_ms, window_s)
         self.rise_db = rise_db
         self.hold_windows = round(rise_hold_ms / 1000 / window_s)
+        self.early_windows = _early_windows(early_pause_ms, window_s, self.silence_windows)
         self.start_s = start_s
         self.windows = 0
         self.state = _IDLE
         self.run = 0
         self._floor: float | None = None  # the quietest level of the current pause (dBFS)
         self._held = 0  # windows the current pause's end has been held
+        self._paused = False  # the current pause was announced (SpeechPaused)
 
     @property
     def speaking(self) -> bool:
@@ -152,7 +163,11 @@ class SpeechDetector:
     @property
     def now_s(self) -> float:
         """Media time at the end of the last window scored."""
-        return self.start_s + self.windows * self.window_s
+        return self._at(self.windows)
+
+    def _at(self, windows: int) -> float:
+        # one formula for every time, so two events about the same moment carry the same float
+        return self.start_s + windows * self.window_s
 
     def feed(self, probabilities: Any, levels: Any = None) -> list[Event]:
         """Advance by one window per probability; return the events decided.
@@ -181,6 +196,9 @@ class SpeechDetector:
                     state, run = _SPEECH, 0
                     events.append(SpeechStarted(media_time_s=self.now_s))
             elif p >= threshold:
+                if self._paused:
+                    self._paused = False
+                    events.append(SpeechResumed(media_time_s=self.now_s))
                 run = 0
             elif run or p < neg:
                 if run == 0:  # a pause begins
@@ -189,12 +207,15 @@ class SpeechDetector:
                 if level is not None and (self._floor is None or level < self._floor):
                     self._floor = level
                 run += 1
+                if run == self.early_windows:
+                    self._paused = True
+                    events.append(SpeechPaused(media_time_s=self.now_s, speech_end_s=self._at(self.windows - run)))
                 if run >= self.silence_windows:
                     if level is not None and self._held < self.hold_windows and level >= self._floor + rise:  # type: ignore[operator]
                         self._held += 1  # louder than the pause was: speech may be resuming
                         continue
-                    events.append(SpeechStopped(media_time_s=self.now_s, speech_end_s=self.now_s - run * self.window_s))
-                    state, run = _IDLE, 0
+                    events.append(SpeechStopped(media_time_s=self.now_s, speech_end_s=self._at(self.windows - run)))
+                    state, run, self._paused = _IDLE, 0, False
         self.state, self.run = state, run
         return events
 
@@ -202,8 +223,8 @@ class SpeechDetector:
         """The input ended at ``end_s``: speech in progress stops there."""
         if self.state == _SPEECH:
             stop_s = max(end_s, self.now_s)
-            speech_end_s = self.now_s - self.run * self.window_s if self.run else stop_s
-            self.state, self.run = _IDLE, 0
+            speech_end_s = self._at(self.windows - self.run) if self.run else stop_s
+            self.state, self.run, self._paused = _IDLE, 0, False
             return [SpeechStopped(media_time_s=stop_s, speech_end_s=speech_end_s)]
         self.state, self.run = _IDLE, 0
         return []
@@ -211,6 +232,29 @@ class SpeechDetector:
 
 def _windows(ms: float, window_s: float) -> int:
     return max(1, round(ms / 1000 / window_s))
+
+
+_SILERO_WINDOW_S = WINDOW_SAMPLES[DEFAULT_SCORING_RATE] / DEFAULT_SCORING_RATE  # 32 ms, at 16 kHz too
+
+
+def check_early_pause(early_pause_ms: float | None, min_silence_ms: float) -> None:
+    """Raise ``ConfigurationError`` unless ``early_pause_ms`` is ``None`` or a pause, in whole Silero windows, shorter than ``min_silence_ms``."""
+    _early_windows(early_pause_ms, _SILERO_WINDOW_S, _windows(min_silence_ms, _SILERO_WINDOW_S))
+
+
+def _early_windows(early_pause_ms: float | None, window_s: float, silence_windows: int) -> int:
+    """Windows of pause before ``SpeechPaused`` (0: never)."""
+    if early_pause_ms is None:
+        return 0
+    if not early_pause_ms > 0:
+        raise ConfigurationError(f"early_pause_ms must be > 0 (or None), got {early_pause_ms!r}")
+    windows = _windows(early_pause_ms, window_s)
+    if windows >= silence_windows:
+        raise ConfigurationError(
+            f"early_pause_ms ({early_pause_ms!r}) must be shorter than the pause that ends a turn "
+            f"({silence_windows * window_s * 1000:.0f} ms)"
+        )
+    return windows
 
 
 class _Scorer(Protocol):
@@ -395,6 +439,7 @@ async def vad(
     min_silence_ms: float = DEFAULT_MIN_SILENCE_MS,
     rise_db: float | None = DEFAULT_RISE_DB,
     rise_hold_ms: float = DEFAULT_RISE_HOLD_MS,
+    early_pause_ms: float | None = None,
     batched: bool = True,
     engine: Any = None,
     model: Any = None,
@@ -412,6 +457,10 @@ async def vad(
             be resuming); ``None`` turns the hold off. Not used with a
             FastRTC-style chunk model.
         rise_hold_ms: the longest such a hold lasts, in ms.
+        early_pause_ms: announce a pause this long (shorter than ``min_silence_ms``)
+            with ``SpeechPaused``, and withdraw it with ``SpeechResumed`` if speech
+            comes back before ``SpeechStopped``. ``None`` (default): no announcements.
+            Not used with a FastRTC-style chunk model.
         batched: score on the event loop's shared batching engine (default), or
             inline, one window at a time (``False``; blocks the loop ~0.2 ms per window).
         engine: a specific :class:`~flowrtc.models.vad_engine.VADEngine` to use.
@@ -454,6 +503,7 @@ async def vad(
                         min_silence_ms=min_silence_ms,
                         rise_db=rise_db,
                         rise_hold_ms=rise_hold_ms,
+                        early_pause_ms=None if chunked else early_pause_ms,
                         start_s=item.pts / item.sample_rate,
                     )
                 elif item.sample_rate != input_rate:
