@@ -287,7 +287,7 @@ def early_sweep(voices: dict[str, tuple[list[Prompt], int]], earlies: list[int])
     print("| ---: | ---: | ---: | ---: | ---: | :---: |")
     for early_ms in earlies:
         for noise in PAIR_NOISE:
-            label = "silence" if not noise else f"{20 * np.log10(noise / 32768):.0f} dBFS"
+            label = {0.0: "silence", 100.0: "-50 dBFS", 300.0: "-40 dBFS"}[noise]
             heads: list[float] = []
             withdrawn, answered, same = 0, 0, True
             for voice, (prompts_, _) in voices.items():

@@ -4,7 +4,8 @@ Run: ``python benchmarks/bench_websocket.py [--sessions 100,200,300] [--protocol
 
 One **server process** (uvicorn + uvloop, the routes of ``flowrtc.adapters.websocket``)
 serves a ``ReplyOnPause`` echo handler (``fn`` yields the user's audio back) — or,
-if ReplyOnPause is not installed, an energy-gated echo graph (the table says which).
+if ReplyOnPause is not installed, an energy-gated echo graph (the table says which);
+``--handler`` picks another (``make_handler``: a slower reply, the offline models, early replies).
 One separate **client process** plays N sessions at once: each sends recorded speech
 (``--speech hello``: Asterisk "hello world", 1.4 s; ``sentences``: the nine sentences the
 turn-taking defaults were tuned on; ``heldout``: prompts the defaults never saw, by four
@@ -70,22 +71,57 @@ CLIENT_TICK_S = 0.002  # the client sends in 2 ms ticks (its send lag is reporte
 
 
 # ------------------------------------------------------------------------------- server
+HANDLERS = "auto, reply_on_pause, energy, sink, think<ms>, talk_back; ReplyOnPause ones may end in +early<ms>"
+
+
 def make_handler(kind: str) -> tuple[Any, str]:
-    if kind == "sink":
+    """The graph a handler name stands for (see ``HANDLERS``), and its label.
+
+    * ``reply_on_pause`` (``auto``): ``ReplyOnPause`` echoing each turn;
+    * ``think300``: the same, after 300 ms of waiting (``asyncio.sleep``) before its first
+      audio, as a language-model API and a voice would take;
+    * ``talk_back``: the offline models, for real: Whisper tiny.en transcribes the turn and
+      hibari speaks the transcript back (``flowrtc[stt,tts]``);
+    * a ``+early192`` suffix starts the reply function 192 ms into a pause (``early_pause_ms``).
+    """
+    base, _, early = kind.partition("+early")
+    early_ms = float(early) if early else None
+    if base == "sink":
         return sink_graph(), "sink (input only)"
-    if kind in ("auto", "reply_on_pause"):
-        try:
-            from flowrtc import ReplyOnPause
-        except ImportError:
-            if kind == "reply_on_pause":
-                raise
-        else:
+    if base == "energy":
+        return energy_echo_graph(), "energy-gated echo graph"
+    try:
+        from flowrtc import ReplyOnPause
+    except ImportError:
+        if kind != "auto":
+            raise
+        return energy_echo_graph(), "energy-gated echo graph"
+    suffix = f", early_pause_ms={early_ms:g}" if early_ms is not None else ""
+    if base.startswith("think"):
+        think_s = float(base.removeprefix("think")) / 1000
 
-            def echo(audio: tuple[int, np.ndarray]) -> Any:
-                yield audio
+        async def think_then_echo(audio: tuple[int, np.ndarray]) -> Any:
+            await asyncio.sleep(think_s)
+            yield audio
 
-            return ReplyOnPause(echo, input_sample_rate=16000), "ReplyOnPause(echo)"
-    return energy_echo_graph(), "energy-gated echo graph"
+        return ReplyOnPause(think_then_echo, input_sample_rate=16000, early_pause_ms=early_ms), f"ReplyOnPause(echo after {think_s * 1000:g} ms{suffix})"
+    if base == "talk_back":
+        from flowrtc.models.stt import get_stt_model
+        from flowrtc.models.tts import get_tts_model
+
+        stt, tts = get_stt_model(), get_tts_model()
+
+        def talk_back(audio: tuple[int, np.ndarray]) -> Any:
+            yield from tts.stream_tts_sync(stt.stt(audio) or "Sorry?")
+
+        return ReplyOnPause(talk_back, input_sample_rate=16000, early_pause_ms=early_ms), f"ReplyOnPause(STT then TTS{suffix})"
+    if base not in ("auto", "reply_on_pause"):
+        raise SystemExit(f"unknown handler {kind!r}: {HANDLERS}")
+
+    def echo(audio: tuple[int, np.ndarray]) -> Any:
+        yield audio
+
+    return ReplyOnPause(echo, input_sample_rate=16000, early_pause_ms=early_ms), f"ReplyOnPause(echo{suffix})"
 
 
 def sink_graph() -> Any:
@@ -609,7 +645,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command")
     p_serve = sub.add_parser("serve")
     p_serve.add_argument("--port", type=int, default=8765)
-    p_serve.add_argument("--handler", default="auto", choices=["auto", "reply_on_pause", "energy", "sink"])
+    p_serve.add_argument("--handler", default="auto", help=HANDLERS)
     p_serve.add_argument("--profile", help="write cProfile stats here when the server stops")
     p_serve.add_argument("--ws", default="websockets-sansio", help="uvicorn WebSocket implementation")
     p_serve.add_argument("--page", action="store_true", help="serve every route of the stream, the built-in page too (bench_browser)")
@@ -621,7 +657,7 @@ def main() -> None:
     p_client.add_argument("--ramp", type=float, default=2.0)
     p_client.add_argument("--speech", default="hello", choices=["hello", "sentences", "heldout"])
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--handler", default="auto", choices=["auto", "reply_on_pause", "energy", "sink"])
+    parser.add_argument("--handler", default="auto", help=HANDLERS)
     parser.add_argument("--protocol", default="fastrtc,twilio")
     parser.add_argument("--sessions", default="100,200,300")
     parser.add_argument("--turns", type=int, default=3)

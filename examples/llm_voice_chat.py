@@ -5,6 +5,12 @@ asks ``llm(history, text)`` for an answer and speaks it sentence by sentence
 (hibari). Each connection has its own history; the page shows it as it grows
 (``AdditionalOutputs``). Speaking over the answer cuts it off.
 
+``respond`` starts early (``early_pause_ms``): 192 ms into a pause, while the turn may
+still go on, it transcribes, asks the model and makes the first sentence of speech, and
+holds it until the pause has lasted long enough to end the turn; then it plays at once.
+If the speaker goes on instead, that early call is closed at its first yield. So
+``respond`` saves the history only after its first yield: once per turn.
+
 ``llm`` is any function ``(history, text) -> str``, where ``history`` is the
 conversation so far as chat messages, ``[{"role": "user" | "assistant",
 "content": ...}, ...]``. The stand-in ``offline_llm`` needs no network.
@@ -48,6 +54,8 @@ from flowrtc.models.stt import get_stt_model
 from flowrtc.models.tts import get_tts_model
 from flowrtc.testing import Recording, load_audio, run
 
+#: Start answering this far into a pause (the turn ends at 448 ms); see docs/turn-taking.md.
+EARLY_PAUSE_MS = 192
 SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one or two short sentences."
 ChatMessage = dict[str, str]
 LLM = Callable[[list[ChatMessage], str], str]
@@ -75,13 +83,17 @@ def voice_chat(llm: LLM = offline_llm) -> Stream:
             return
         history = _histories.setdefault(get_current_session(), [])
         answer = llm(list(history), text)
+        speech = tts_model.stream_tts_sync(answer)  # (24000, float32 array), one per sentence
+        first = next(speech, None)
+        if first is None:
+            return
+        yield first  # the slow part is done: up to here, respond may run before the turn is over
         history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
         yield AdditionalOutputs(list(history))
-        for chunk in tts_model.stream_tts_sync(answer):  # (24000, float32 array), one per sentence
-            yield chunk
+        yield from speech
 
     return Stream(
-        ReplyOnPause(respond, input_sample_rate=16000, output_sample_rate=24000),
+        ReplyOnPause(respond, input_sample_rate=16000, output_sample_rate=24000, early_pause_ms=EARLY_PAUSE_MS),
         modality="audio",
         mode="send-receive",
         ui_args={"title": "LLM voice chat"},

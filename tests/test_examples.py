@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from flowrtc import AdditionalOutputs, AudioChunk, CloseStream, Interrupt, Stream, Transcript, VideoFrame
+from flowrtc import AdditionalOutputs, AudioChunk, CloseStream, Interrupt, PendingUtterance, ReplyStarted, SpeechResumed, Stream, Transcript, VideoFrame
 from flowrtc.g711 import mulaw_to_pcm16
 from flowrtc.loader import load_object
 from flowrtc.testing import Recording, audio_frames, load_audio, run, save_audio
@@ -239,6 +239,18 @@ def exercise_llm_voice_chat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     # What was spoken is what the LLM answered (heard by the same STT model).
     spoken = AudioChunk.concat([chunk.to_int16() for chunk in first.audio_chunks])
     assert normalized(module.stt_model.stt(spoken.to_tuple())) == "fine thank you"
+
+    # A pause inside a turn (0.35 s, past early_pause_ms) starts respond early; the speaker goes
+    # on, that call is closed at its first yield, and the turn is saved once, whole.
+    calls.clear()
+    chat = module.voice_chat(scripted_llm)
+    gap = run(chat.graph(), audio=AudioChunk.concat([hello, AudioChunk.silence(0.35, 16000), hello]), trailing_silence_s=1.5, realtime=True)
+    assert gap.of_type(PendingUtterance) and gap.of_type(SpeechResumed)  # the early call, withdrawn
+    assert len(gap.of_type(ReplyStarted)) == 1
+    (shown,) = gap.of_type(AdditionalOutputs)
+    assert [m["role"] for m in shown.args[0]] == ["user", "assistant"]
+    assert normalized(shown.args[0][0]["content"]) == "hello world hello world"
+    assert 1 <= len(calls) <= 2 and normalized(calls[-1][1]) == "hello world hello world"
 
 
 def normalized(text: str) -> str:

@@ -331,7 +331,7 @@ EVENT_TYPES = [getattr(events, name) for name in events.__all__ if name not in (
 
 
 def test_every_event_is_a_frozen_struct_with_media_time() -> None:
-    assert len(EVENT_TYPES) == 17
+    assert len(EVENT_TYPES) == 20
     for event_type in EVENT_TYPES:
         assert issubclass(event_type, Event) and issubclass(event_type, msgspec.Struct), event_type
         assert "media_time_s" in event_type.__struct_fields__, event_type
@@ -341,6 +341,8 @@ def test_every_event_is_a_frozen_struct_with_media_time() -> None:
 SAMPLE_EVENTS = [
     events.SpeechStarted(media_time_s=0.19),
     events.SpeechStopped(media_time_s=1.4),
+    events.SpeechPaused(speech_end_s=1.4, media_time_s=1.592),
+    events.SpeechResumed(media_time_s=1.7),
     events.PauseDetected(media_time_s=1.9),
     events.Interrupt(media_time_s=2.0),
     events.ReplyStarted(media_time_s=2.1),
