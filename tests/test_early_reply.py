@@ -26,10 +26,10 @@ from flowrtc.events import (
 from flowrtc.handlers.options import AlgoOptions
 from flowrtc.handlers.reply_on_pause import ReplyOnPause
 from flowrtc.media import AudioChunk
-from flowrtc.operators.pause_gate import pause_gate, turn_taking
+from flowrtc.operators.pause_gate import turn_taking
 from flowrtc.operators.reply import Reply, reply
 from flowrtc.operators.vad import SpeechDetector
-from flowrtc.testing import arun, audio_frames, load_audio
+from flowrtc.testing import arun, load_audio
 
 MEDIA = Path(__file__).parent / "media"
 HELLO = MEDIA / "asterisk_hello-world_8k.wav"
@@ -104,65 +104,6 @@ def test_a_fastrtc_chunk_model_cannot_start_replies_early() -> None:
 
     with pytest.raises(ConfigurationError, match="chunk model"):
         ReplyOnPause(lambda audio: None, model=Chunky(), early_pause_ms=200)
-
-
-# -- the gate ----------------------------------------------------------------------------
-
-
-def ramp(seconds: float) -> AudioChunk:
-    n = round(seconds * RATE)
-    return AudioChunk((np.arange(n) % 30000).astype(np.int16)[None, :], RATE)
-
-
-async def gate(script: list[tuple[float, Any]], audio: AudioChunk) -> list[Any]:
-    """20 ms frames of ``audio``, each scripted event after the frame ending at its time."""
-
-    async def source() -> Any:
-        pending = sorted(script, key=lambda entry: entry[0])
-        for frame in audio_frames(audio):
-            yield frame
-            end = frame.media_time_s + frame.duration_s
-            while pending and pending[0][0] <= end + 1e-9:
-                yield pending.pop(0)[1]
-
-    return [item async for item in pause_gate(source(), speech_pad_ms=200, min_speech_ms=160, min_silence_ms=448)]
-
-
-@pytest.mark.anyio
-async def test_the_pending_turn_is_the_turn_that_follows_sample_for_sample() -> None:
-    audio = ramp(5.0)
-    items = await gate(
-        [
-            (1.16, SpeechStarted(media_time_s=1.16)),
-            (3.192, SpeechPaused(media_time_s=3.192, speech_end_s=3.0)),
-            (3.448, SpeechStopped(media_time_s=3.448, speech_end_s=3.0)),
-        ],
-        audio,
-    )
-    (pending,) = [i for i in items if isinstance(i, PendingUtterance)]
-    (final,) = [i for i in items if isinstance(i, Utterance)]
-    # 192 ms into the pause the 200 ms of padding after the speech has not all come: it waits for it
-    assert pending.media_time_s == pytest.approx(3.2)  # decided when the padding was in, to the sample
-    assert (pending.utterance.start_s, pending.utterance.end_s) == (final.start_s, final.end_s)
-    assert pending.utterance.audio.pts == final.audio.pts == round(0.8 * RATE)
-    np.testing.assert_array_equal(pending.utterance.audio.samples, final.audio.samples)
-    assert items.index(pending) < next(i for i, item in enumerate(items) if isinstance(item, SpeechStopped))
-
-
-@pytest.mark.anyio
-async def test_a_pause_withdrawn_before_its_padding_came_sends_nothing_ahead() -> None:
-    items = await gate(
-        [
-            (1.16, SpeechStarted(media_time_s=1.16)),
-            (3.1, SpeechPaused(media_time_s=3.1, speech_end_s=3.0)),
-            (3.14, SpeechResumed(media_time_s=3.14)),
-            (4.448, SpeechStopped(media_time_s=4.448, speech_end_s=4.0)),
-        ],
-        ramp(5.0),
-    )
-    assert not [i for i in items if isinstance(i, PendingUtterance)]
-    (final,) = [i for i in items if isinstance(i, Utterance)]
-    assert final.end_s == pytest.approx(4.0)
 
 
 # -- reply ---------------------------------------------------------------------------------

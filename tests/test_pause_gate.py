@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flowrtc.events import Log, PauseDetected, SpeechStarted, SpeechStopped, Utterance
+from flowrtc.events import Log, PauseDetected, PendingUtterance, SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, Utterance
 from flowrtc.handlers.options import AlgoOptions, SileroVadOptions
 from flowrtc.media import AudioChunk
 from flowrtc.operators.pause_gate import TurnSettings, pause_gate, turn_settings, turn_taking
@@ -236,3 +236,46 @@ async def test_a_speech_start_decided_behind_the_audio_still_gets_its_whole_prer
     assert isinstance(utterance, Utterance)
     assert utterance.audio.pts == round(0.8 * RATE)  # 1.16 - 0.16 - 0.2, as if the event had come at once
     np.testing.assert_array_equal(utterance.audio.samples, audio.slice(round(0.8 * RATE), round(2.25 * RATE)).samples)
+
+
+# -- a turn sent ahead (vad(early_pause_ms=...)) --------------------------------------
+EARLY = {"speech_pad_ms": 200, "min_speech_ms": 160, "min_silence_ms": 448}
+
+
+@pytest.mark.anyio
+async def test_the_pending_turn_is_the_turn_that_follows_sample_for_sample() -> None:
+    audio = ramp(5.0)
+    items = await gate(
+        [
+            (1.16, SpeechStarted(media_time_s=1.16)),
+            (3.192, SpeechPaused(media_time_s=3.192, speech_end_s=3.0)),
+            (3.448, SpeechStopped(media_time_s=3.448, speech_end_s=3.0)),
+        ],
+        audio,
+        **EARLY,
+    )
+    (pending,) = [i for i in items if isinstance(i, PendingUtterance)]
+    (final,) = [i for i in items if isinstance(i, Utterance)]
+    # 192 ms into the pause the 200 ms of padding after the speech has not all come: it waits for it
+    assert pending.media_time_s == pytest.approx(3.2)  # decided when the padding was in, to the sample
+    assert (pending.utterance.start_s, pending.utterance.end_s) == (final.start_s, final.end_s)
+    assert pending.utterance.audio.pts == final.audio.pts == round(0.8 * RATE)
+    np.testing.assert_array_equal(pending.utterance.audio.samples, final.audio.samples)
+    assert items.index(pending) < next(i for i, item in enumerate(items) if isinstance(item, SpeechStopped))
+
+
+@pytest.mark.anyio
+async def test_a_pause_withdrawn_before_its_padding_came_sends_nothing_ahead() -> None:
+    items = await gate(
+        [
+            (1.16, SpeechStarted(media_time_s=1.16)),
+            (3.1, SpeechPaused(media_time_s=3.1, speech_end_s=3.0)),
+            (3.14, SpeechResumed(media_time_s=3.14)),
+            (4.448, SpeechStopped(media_time_s=4.448, speech_end_s=4.0)),
+        ],
+        ramp(5.0),
+        **EARLY,
+    )
+    assert not [i for i in items if isinstance(i, PendingUtterance)]
+    (final,) = [i for i in items if isinstance(i, Utterance)]
+    assert final.end_s == pytest.approx(4.0)
