@@ -4,7 +4,8 @@ Run: ``python benchmarks/bench_early_reply.py [--handlers think300,talk_back] [-
 
 For each handler (see ``bench_websocket.make_handler``: ``think300`` waits 300 ms before its
 first audio, as a language-model API and a voice would; ``talk_back`` runs the offline models
-for real, Whisper tiny.en then hibari), rounds alternate between the plain handler and the same
+for real, Whisper tiny.en then hibari; ``pipeline_talk_back`` does the same as a pipeline of
+operators, where ``stt`` is what starts early), rounds alternate between the plain handler and the same
 handler with ``+early<ms>``: a fresh ``bench_websocket.py serve`` process each time, then its
 client process (FastRTC's protocol, 16 kHz µ-law, "hello world" and 2.5 s of silence per
 turn, in real time). Each row is the median over the round's turns of **end of speech → first
@@ -29,6 +30,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_websocket  # noqa: E402
 from machine import speed_probe_ms  # noqa: E402
+
+
+def seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def one_round(handler: str, sessions: int, turns: int, port: int) -> dict[str, Any]:
@@ -67,10 +72,14 @@ def main() -> None:
                 rows[kind] = one_round(kind, args.sessions, args.turns, args.port)
                 time.sleep(1.0)
             a, b = rows[handler], rows[f"{handler}+early{args.early}"]
-            plain.append(a["eos_to_audio_median_s"])
-            early.append(b["eos_to_audio_median_s"])
-            print(f"| {handler} | {round_} | {a['eos_to_audio_median_s']:.3f} / {a['eos_to_audio_p90_s']:.3f} | "
-                  f"{b['eos_to_audio_median_s']:.3f} / {b['eos_to_audio_p90_s']:.3f} | {a['answered']}/{a['turns']}, {b['answered']}/{b['turns']} |", flush=True)
+            if a["eos_to_audio_median_s"] is not None and b["eos_to_audio_median_s"] is not None:
+                plain.append(a["eos_to_audio_median_s"])
+                early.append(b["eos_to_audio_median_s"])
+            print(f"| {handler} | {round_} | {seconds(a['eos_to_audio_median_s'])} / {seconds(a['eos_to_audio_p90_s'])} | "
+                  f"{seconds(b['eos_to_audio_median_s'])} / {seconds(b['eos_to_audio_p90_s'])} | {a['answered']}/{a['turns']}, {b['answered']}/{b['turns']} |", flush=True)
+        if not plain:
+            summary.append(f"{handler}: no turn answered")
+            continue
         p, e = statistics.median(plain), statistics.median(early)
         summary.append(f"{handler}: plain {p:.3f} s, early_pause_ms={args.early} {e:.3f} s, ratio {e / p:.2f}, saved {p - e:.3f} s (medians of {args.rounds} rounds)")
     print()

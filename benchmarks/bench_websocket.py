@@ -71,7 +71,7 @@ CLIENT_TICK_S = 0.002  # the client sends in 2 ms ticks (its send lag is reporte
 
 
 # ------------------------------------------------------------------------------- server
-HANDLERS = "auto, reply_on_pause, energy, sink, think<ms>, talk_back; ReplyOnPause ones may end in +early<ms>"
+HANDLERS = "auto, reply_on_pause, energy, sink, think<ms>, talk_back, pipeline_talk_back; all but energy and sink may end in +early<ms>"
 
 
 def make_handler(kind: str) -> tuple[Any, str]:
@@ -82,7 +82,10 @@ def make_handler(kind: str) -> tuple[Any, str]:
       audio, as a language-model API and a voice would take;
     * ``talk_back``: the offline models, for real: Whisper tiny.en transcribes the turn and
       hibari speaks the transcript back (``flowrtc[stt,tts]``);
-    * a ``+early192`` suffix starts the reply function 192 ms into a pause (``early_pause_ms``).
+    * ``pipeline_talk_back``: the same as a pipeline of operators,
+      ``decode | resample | vad | pause_gate | stt | (transcript → text) | tts | encode``;
+    * a ``+early192`` suffix starts the reply function (the pipeline: ``stt``) 192 ms into a
+      pause (``early_pause_ms``).
     """
     base, _, early = kind.partition("+early")
     early_ms = float(early) if early else None
@@ -90,6 +93,8 @@ def make_handler(kind: str) -> tuple[Any, str]:
         return sink_graph(), "sink (input only)"
     if base == "energy":
         return energy_echo_graph(), "energy-gated echo graph"
+    if base == "pipeline_talk_back":
+        return talk_back_pipeline(early_ms), f"decode | vad | pause_gate | stt | tts{'' if early_ms is None else f', early_pause_ms={early_ms:g}'}"
     try:
         from flowrtc import ReplyOnPause
     except ImportError:
@@ -122,6 +127,28 @@ def make_handler(kind: str) -> tuple[Any, str]:
         yield audio
 
     return ReplyOnPause(echo, input_sample_rate=16000, early_pause_ms=early_ms), f"ReplyOnPause(echo{suffix})"
+
+
+def talk_back_pipeline(early_ms: float | None) -> Any:
+    from flowrtc import Graph, Transcript, decode, encode, resample
+    from flowrtc.operators.core import operator, scoped
+    from flowrtc.operators.pause_gate import pause_gate
+    from flowrtc.operators.speech import stt, tts
+    from flowrtc.operators.vad import vad
+
+    @operator
+    async def say(source: Any) -> Any:
+        async with scoped(source) as items:
+            async for item in items:
+                yield item
+                if isinstance(item, Transcript):
+                    yield item.text
+
+    class TalkBack(Graph):
+        input_sample_rate = 16000  # what FastRTC's clients send without being told otherwise
+
+    pipe = decode() | resample(16000) | vad(early_pause_ms=early_ms) | pause_gate() | stt() | say() | tts() | encode(sample_rate=24000, frame_ms=20)
+    return TalkBack(audio=pipe, name="talk_back_pipeline", modality="audio")
 
 
 def sink_graph() -> Any:

@@ -2,10 +2,12 @@
 
 ::
 
-    decode() | resample(16000) | vad() | pause_gate() | stt() | answer() | tts() | encode(sample_rate=24000)
+    decode() | resample(16000) | vad(early_pause_ms=192) | pause_gate() | stt() | answer() | tts() | encode(sample_rate=24000)
 
 * ``vad`` marks speech in band; ``pause_gate`` turns each user turn into an ``Utterance``;
 * ``stt`` replaces the utterance with its ``Transcript`` (Whisper tiny.en, on this machine);
+  ``vad(early_pause_ms=192)`` lets it start 192 ms into a pause, while the turn may still go
+  on, so the transcript is ready sooner when the pause does end the turn;
 * ``answer`` is the stand-in for your LLM: it answers each transcript with ``str`` items,
   one per sentence, so the first sentence is spoken while the next is being written;
 * ``tts`` speaks every ``str`` (hibari, on this machine), placed in media time after the
@@ -38,6 +40,8 @@ from flowrtc.operators.vad import vad
 from flowrtc.testing import load_audio, run, save_audio
 
 MEDIA = Path(__file__).resolve().parent.parent / "tests" / "media"
+#: Start transcribing this far into a pause (the turn ends at 448 ms); see docs/turn-taking.md.
+EARLY_PAUSE_MS = 192
 
 
 def reply_to(text: str) -> list[str]:
@@ -70,7 +74,7 @@ def voice_graph() -> Graph:
     return Graph(
         audio=decode()
         | resample(16000)
-        | vad()
+        | vad(early_pause_ms=EARLY_PAUSE_MS)
         | pause_gate()
         | stt()
         | answer()

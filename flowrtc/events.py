@@ -103,6 +103,17 @@ class PendingUtterance(Event, frozen=True, kw_only=True):
 
     utterance: Utterance
 
+    def foresees(self, utterance: Utterance) -> bool:
+        """Whether ``utterance`` is the turn this one announced: the same speech bounds and the same audio span."""
+        mine = self.utterance
+        return (
+            mine.start_s == utterance.start_s
+            and mine.end_s == utterance.end_s
+            and mine.audio.sample_rate == utterance.audio.sample_rate
+            and mine.audio.pts == utterance.audio.pts
+            and mine.audio.n_samples == utterance.audio.n_samples
+        )
+
 
 class Interrupt(Event, frozen=True, kw_only=True):
     """The running reply was cut off: drop every queued, unplayed audio sample."""

@@ -145,7 +145,8 @@ async def test_a_confirmed_turn_gets_the_answer_started_in_its_pause() -> None:
 
     async def source() -> Any:
         yield PendingUtterance(utterance=foreseen, media_time_s=3.2)
-        await fn.entered.wait()  # fn runs before the turn is over
+        with anyio.fail_after(30):
+            await fn.entered.wait()  # fn runs before the turn is over
         assert fn.started == [2.4]
         yield Utterance(audio=foreseen.audio, start_s=1.0, end_s=3.0, media_time_s=3.448)
 
@@ -163,7 +164,8 @@ async def test_a_withdrawn_turn_closes_the_early_answer_and_the_whole_turn_is_an
 
     async def source() -> Any:
         yield PendingUtterance(utterance=turn(1.0, 2.0, at=2.2), media_time_s=2.2)
-        await fn.entered.wait()
+        with anyio.fail_after(30):
+            await fn.entered.wait()
         yield SpeechResumed(media_time_s=2.3)
         yield Utterance(audio=turn(1.0, 4.0, at=4.448).audio, start_s=1.0, end_s=4.0, media_time_s=4.448)
 
@@ -212,7 +214,8 @@ async def test_a_different_turn_than_foreseen_is_answered_afresh() -> None:
 
     async def source() -> Any:
         yield PendingUtterance(utterance=turn(1.0, 2.0, at=2.2), media_time_s=2.2)
-        await fn.entered.wait()
+        with anyio.fail_after(30):
+            await fn.entered.wait()
         yield Utterance(audio=turn(1.0, 2.1, at=2.5).audio, start_s=1.0, end_s=2.1, media_time_s=2.5)  # e.g. trigger_response
 
     out = [item async for item in reply(source(), fn)]

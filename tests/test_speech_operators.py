@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from flowrtc.errors import MissingExtraError
-from flowrtc.events import Interrupt, Log, PauseDetected, SpeechStarted, SpeechStopped, Transcript, Utterance
+from flowrtc.events import Interrupt, Log, PauseDetected, PendingUtterance, SpeechResumed, SpeechStarted, SpeechStopped, Transcript, Utterance
 from flowrtc.graph import Graph
 from flowrtc.media import AudioChunk
 from flowrtc.models.stt import get_stt_model
@@ -134,8 +134,8 @@ async def test_stt_takes_any_fastrtc_style_model() -> None:
     assert seen == [(16000, (1, 8000), np.dtype(np.int16))]  # FastRTC's (rate, (1, n) int16)
 
 
-def _speech_graph() -> Graph:
-    return Graph(audio=resample(16000) | vad() | pause_gate() | stt())
+def _speech_graph(**vad_options: Any) -> Graph:
+    return Graph(audio=resample(16000) | vad(**vad_options) | pause_gate() | stt())
 
 
 @pytest.mark.anyio
@@ -155,6 +155,69 @@ async def test_vad_pause_gate_stt_on_a_recording(stt_model: Any) -> None:
     pause = recording.of_type(PauseDetected)[0]
     assert recording.items.index(transcripts[0]) > recording.items.index(pause)
     assert transcripts[0].media_time_s == pause.media_time_s
+
+
+class Heard:
+    """The real model, noting the length of each audio it is asked to transcribe."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.lengths: list[float] = []
+        self.asked = anyio.Event()
+
+    async def astt(self, audio: tuple[int, np.ndarray]) -> str:
+        self.lengths.append(round(audio[1].shape[1] / audio[0], 3))
+        self.asked.set()
+        return await self.model.astt(audio)
+
+
+@pytest.mark.anyio
+async def test_stt_starts_on_a_pending_turn_and_uses_that_transcript(stt_model: Any) -> None:
+    heard = Heard(stt_model)
+    turn = utterance(load_clip(HELLO), 1.76)
+    pending = PendingUtterance(utterance=turn, media_time_s=1.64)
+
+    async def source() -> AsyncIterator[Any]:
+        yield pending
+        with anyio.fail_after(30):
+            await heard.asked.wait()  # transcribing before the turn is over
+        yield Utterance(audio=turn.audio, start_s=turn.start_s, end_s=turn.end_s, media_time_s=1.888)
+
+    out = await collect(stt(model=heard)(source()))
+    assert out[0] is pending
+    (transcript,) = out[1:]
+    assert normalise(transcript.text) == PUBLISHED[HELLO] and transcript.media_time_s == 1.888
+    assert heard.lengths == [round(turn.audio.duration_s, 3)]  # once, early
+
+
+@pytest.mark.anyio
+async def test_stt_drops_a_pending_turn_the_speaker_went_on_from(stt_model: Any) -> None:
+    heard = Heard(stt_model)
+    hello = load_clip(HELLO)
+    both = AudioChunk.concat([hello, AudioChunk.silence(0.35, 8000), hello])
+
+    async def source() -> AsyncIterator[Any]:
+        yield PendingUtterance(utterance=utterance(hello, 1.64), media_time_s=1.64)
+        with anyio.fail_after(30):
+            await heard.asked.wait()
+        yield SpeechResumed(media_time_s=1.9)
+        yield utterance(both, 4.0)
+
+    out = await collect(stt(model=heard)(source()))
+    (transcript,) = [item for item in out if isinstance(item, Transcript)]
+    assert normalise(transcript.text) == "hello world hello world"
+    assert heard.lengths == [round(hello.duration_s, 3), round(both.duration_s, 3)]
+
+
+@pytest.mark.anyio
+async def test_early_transcripts_on_a_recording_are_the_same_transcripts(stt_model: Any) -> None:
+    hello = load_clip(HELLO)
+    audio = AudioChunk.concat([hello, AudioChunk.silence(0.35, 8000), hello, AudioChunk.silence(1.5, 8000), load_clip(THANKS)])
+    plain = await arun(_speech_graph(), audio=audio, trailing_silence_s=1.0)
+    early = await arun(_speech_graph(early_pause_ms=192), audio=audio, trailing_silence_s=1.0)
+    assert early.of_type(PendingUtterance) and early.of_type(SpeechResumed)  # the 0.35 s pause started one early
+    assert [(t.text, t.media_time_s) for t in early.of_type(Transcript)] == [(t.text, t.media_time_s) for t in plain.of_type(Transcript)]
+    assert [normalise(t.text) for t in plain.of_type(Transcript)] == ["hello world hello world", PUBLISHED[THANKS]]
 
 
 # -- tts ----------------------------------------------------------------------------------------

@@ -224,10 +224,10 @@ class _Ahead:
     went on) stops it; nothing it made is used.
     """
 
-    __slots__ = ("utterance", "withdrawn", "_confirmed", "_stream", "_queue", "_scope", "_task")
+    __slots__ = ("pending", "withdrawn", "_confirmed", "_stream", "_queue", "_scope", "_task")
 
-    def __init__(self, utterance: Utterance, make: Callable[[anyio.Event, Callable[[], bool]], AsyncIterator[Any]]) -> None:
-        self.utterance = utterance
+    def __init__(self, pending: PendingUtterance, make: Callable[[anyio.Event, Callable[[], bool]], AsyncIterator[Any]]) -> None:
+        self.pending = pending
         self.withdrawn = False
         self._confirmed = anyio.Event()
         self._stream = make(self._confirmed, lambda: self.withdrawn)
@@ -244,17 +244,6 @@ class _Ahead:
                 await self._queue.put(_Failed(error))
                 return
             await self._queue.put(_DONE)
-
-    def foresaw(self, utterance: Utterance) -> bool:
-        """Whether ``utterance`` is the turn this reply was started on (same bounds, same audio)."""
-        mine, theirs = self.utterance, utterance
-        return (
-            mine.start_s == theirs.start_s
-            and mine.end_s == theirs.end_s
-            and mine.audio.sample_rate == theirs.audio.sample_rate
-            and mine.audio.pts == theirs.audio.pts
-            and mine.audio.n_samples == theirs.audio.n_samples
-        )
 
     def confirm(self) -> _Ahead:
         """The turn ended as foreseen: ``fn`` may go on past its first value."""
@@ -385,7 +374,7 @@ async def reply(
         async with scoped(source) as items:
             async for item in items:
                 if isinstance(item, Utterance):
-                    if early is not None and early.foresaw(item):
+                    if early is not None and early.pending.foresees(item):
                         answer: AsyncIterator[Any] = early.confirm()
                         early = None
                     else:
@@ -395,8 +384,8 @@ async def reply(
                     continue
                 if isinstance(item, PendingUtterance):
                     withdraw()
-                    pending = item.utterance
-                    early = _Ahead(pending, lambda hold, kept: _answer(fn, pending, needs_args=needs_args, hold=hold, keep_args=kept, **options))  # type: ignore[arg-type]
+                    turn = item.utterance
+                    early = _Ahead(item, lambda hold, kept: _answer(fn, turn, needs_args=needs_args, hold=hold, keep_args=kept, **options))  # type: ignore[arg-type]
                 elif isinstance(item, SpeechResumed):
                     withdraw()
                 yield item

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterable, AsyncIterator
 import anyio
 import anyio.to_thread
 
-from flowrtc.events import Event, Interrupt, SpeechStarted, Transcript, Utterance
+from flowrtc.events import Event, Interrupt, PendingUtterance, SpeechResumed, SpeechStarted, Transcript, Utterance
 from flowrtc.media import AudioChunk
 from flowrtc.operators.core import operator, scoped
 from flowrtc.operators.reply import CatchUp
@@ -92,18 +92,50 @@ async def stt(source: AsyncIterable[Any], *, model: Any = None, keep_utterance: 
     Utterances are transcribed one at a time, in order; while one is being
     transcribed (about 0.5 s for Whisper) the stage reads nothing further, so
     events stay in media-time order. Every other item passes through.
+
+    A ``PendingUtterance`` (``vad(early_pause_ms=...)``) is transcribed at once,
+    while the stage reads on: if its ``Utterance`` follows, that transcript is
+    the one used, ready sooner by the head start. A ``SpeechResumed`` (or
+    another utterance) drops it unused.
     """
     model = await load_stt_model(model)
-    async with scoped(source) as items:
-        async for item in items:
-            if not isinstance(item, Utterance):
-                yield item
-                continue
-            if keep_utterance:
-                yield item
-            text = await transcribe(model, item.audio)
-            if text:
-                yield Transcript(text=text, final=True, media_time_s=item.media_time_s)
+    early: tuple[PendingUtterance, asyncio.Task[str]] | None = None
+    dropped: list[asyncio.Task[str]] = []
+
+    def drop() -> None:
+        # a transcription in a worker thread cannot be stopped: it ends unread
+        nonlocal early
+        if early is not None:
+            early[1].cancel()
+            dropped[:] = [task for task in dropped if not task.done()]
+            dropped.append(early[1])
+            early = None
+
+    try:
+        async with scoped(source) as items:
+            async for item in items:
+                if isinstance(item, PendingUtterance):
+                    drop()
+                    early = (item, asyncio.get_running_loop().create_task(transcribe(model, item.utterance.audio)))
+                elif isinstance(item, SpeechResumed):
+                    drop()
+                if not isinstance(item, Utterance):
+                    yield item
+                    continue
+                if keep_utterance:
+                    yield item
+                if early is not None and early[0].foresees(item):
+                    text = await early[1]
+                    early = None
+                else:
+                    drop()
+                    text = await transcribe(model, item.audio)
+                if text:
+                    yield Transcript(text=text, final=True, media_time_s=item.media_time_s)
+    finally:
+        drop()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*dropped, return_exceptions=True)
 
 
 async def _next(iterator: AsyncIterator[Any]) -> Any:
