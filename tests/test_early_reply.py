@@ -15,6 +15,7 @@ import pytest
 
 from flowrtc.errors import ConfigurationError
 from flowrtc.events import (
+    AdditionalOutputs,
     PendingUtterance,
     ReplyStarted,
     SpeechPaused,
@@ -23,12 +24,15 @@ from flowrtc.events import (
     SpeechStopped,
     Utterance,
 )
+from flowrtc.graph import Graph
 from flowrtc.handlers.options import AlgoOptions
 from flowrtc.handlers.reply_on_pause import ReplyOnPause
 from flowrtc.media import AudioChunk
 from flowrtc.operators.pause_gate import turn_taking
+from flowrtc.operators.interrupt import interrupt
 from flowrtc.operators.reply import Reply, reply
 from flowrtc.operators.vad import SpeechDetector
+from flowrtc.session import Session
 from flowrtc.testing import arun, load_audio
 
 MEDIA = Path(__file__).parent / "media"
@@ -297,3 +301,36 @@ async def test_the_inner_pauses_of_these_voices_are_long_enough_to_start_an_earl
         withdrawn += len(recording.of_type(PendingUtterance)) - 1
         assert len(recording.times(ReplyStarted)) == 1
     assert withdrawn >= 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("confirmed", [True, False])
+async def test_on_the_phone_an_early_calls_outputs_become_the_next_inputs_only_once_its_turn_ends(confirmed: bool) -> None:
+    entered = anyio.Event()
+
+    async def fn(audio: tuple[int, np.ndarray]) -> Any:
+        entered.set()
+        yield AdditionalOutputs("order", 42)  # on the phone: the next call's inputs
+        yield audio
+
+    foreseen = turn(1.0, 3.0, at=3.2)
+    async with Session(Graph(audio=reply(fn) | interrupt()), phone_mode=True) as phone:
+        await phone.send(PendingUtterance(utterance=foreseen, media_time_s=3.2))
+        with anyio.fail_after(30):
+            await entered.wait()
+        for _ in range(20):
+            await anyio.sleep(0.002)
+        assert phone.latest_args == []  # not yet: the turn may go on
+        if confirmed:
+            await phone.send(Utterance(audio=foreseen.audio, start_s=1.0, end_s=3.0, media_time_s=3.448))
+            with anyio.fail_after(30):
+                while not isinstance(await phone.receive(), AdditionalOutputs):
+                    pass
+            assert phone.latest_args == ["order", 42]
+        else:
+            await phone.send(SpeechResumed(media_time_s=3.3))
+            await phone.end_input()
+            with anyio.fail_after(30):
+                out = [item async for item in phone]
+            assert not [item for item in out if isinstance(item, (AdditionalOutputs, ReplyStarted))]
+            assert phone.latest_args == []
