@@ -8,7 +8,7 @@ for real, Whisper tiny.en then hibari; ``pipeline_talk_back`` does the same as a
 operators, where ``stt`` is what starts early), rounds alternate between the plain handler and the same
 handler with ``+early<ms>``: a fresh ``bench_websocket.py serve`` process each time, then its
 client process (FastRTC's protocol, 16 kHz µ-law, "hello world" and 2.5 s of silence per
-turn, in real time). Each row is the median over the round's turns of **end of speech → first
+turn, in real time; ``--speech heldout`` plays bench_heldout's prompts by other speakers instead). Each row is the median over the round's turns of **end of speech → first
 reply audio** at the client; the summary gives the median of the rounds and the ratio early /
 plain, measured in the same run (the machine is shared: compare within a run, not across runs).
 """
@@ -36,12 +36,12 @@ def seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def one_round(handler: str, sessions: int, turns: int, port: int) -> dict[str, Any]:
+def one_round(handler: str, sessions: int, turns: int, port: int, speech: str) -> dict[str, Any]:
     server = bench_websocket.start_server(port, handler)
     try:
         client = subprocess.run(
             [sys.executable, bench_websocket.__file__, "client", "--port", str(port), "--protocol", "fastrtc",
-             "--sessions", str(sessions), "--turns", str(turns), "--ramp", "2.0", "--speech", "hello"],
+             "--sessions", str(sessions), "--turns", str(turns), "--ramp", "2.0", "--speech", speech],
             capture_output=True, text=True, check=True,
         )
         row = {**json.loads(client.stdout), **bench_websocket.http_json(port, "/bench/stats")}
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=8771)
+    parser.add_argument("--speech", default="hello", choices=["hello", "sentences", "heldout"], help="what the sessions say (bench_websocket --speech)")
     args = parser.parse_args()
     print(f"speed probe: {speed_probe_ms():.0f} ms", flush=True)
     print("| handler | round | plain: EoS → audio median / p90 (s) | early: median / p90 (s) | answered plain / early |")
@@ -69,7 +70,7 @@ def main() -> None:
         for round_ in range(1, args.rounds + 1):
             rows = {}
             for kind in (handler, f"{handler}+early{args.early}"):
-                rows[kind] = one_round(kind, args.sessions, args.turns, args.port)
+                rows[kind] = one_round(kind, args.sessions, args.turns, args.port, args.speech)
                 time.sleep(1.0)
             a, b = rows[handler], rows[f"{handler}+early{args.early}"]
             if a["eos_to_audio_median_s"] is not None and b["eos_to_audio_median_s"] is not None:
