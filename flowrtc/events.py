@@ -98,7 +98,8 @@ class PendingUtterance(Event, frozen=True, kw_only=True):
     """The turn as it will be if the pause going on now ends it (``pause_gate`` after a ``SpeechPaused``).
 
     ``utterance`` is exactly the ``Utterance`` that would then follow, apart from its
-    ``media_time_s``; ``reply`` starts answering it early. A ``SpeechResumed`` withdraws it.
+    ``media_time_s``; ``reply`` and ``stt`` start their slow work on it early. A
+    ``SpeechResumed`` withdraws it.
     """
 
     utterance: Utterance

@@ -68,11 +68,13 @@ class ReplyOnPause:
         needs_args: ``fn`` wants the client's extra inputs even though it has one
             parameter (with more than one it always does).
         early_pause_ms: start ``fn`` once a pause has lasted this long (shorter than
-            the pause that ends a turn, 448 ms by default), and hold what it yields
-            until the turn ends; if the user goes on, close it unheard. A slow ``fn``
-            (speech recognition, a language model, a voice) then answers sooner by up
-            to the difference, but is called, and closed, for pauses inside a turn
-            too. ``None`` (default): ``fn`` is called when the turn ends, as in FastRTC.
+            the pause that ends a turn, 448 ms by default), run it up to its first
+            yield and hold that until the turn ends; if the user goes on, close it
+            unheard. A slow ``fn`` (speech recognition, a language model, a voice)
+            then answers sooner by up to the difference, but is called, and closed,
+            for pauses inside a turn too: keep once-per-turn side effects after its
+            first yield. ``None`` (default): ``fn`` is called when the turn ends, as
+            in FastRTC.
     """
 
     def __init__(
