@@ -326,17 +326,22 @@ async def test_reply_on_pause_reply_and_barge_in(media_dir: Any) -> None:
         await settle(stream, baseline)
 
 
-async def test_a_short_gap_between_sentences_is_one_turn_over_a_real_websocket(media_dir: Any) -> None:
+@pytest.mark.parametrize("early_pause_ms", [None, 192])
+async def test_a_short_gap_between_sentences_is_one_turn_over_a_real_websocket(media_dir: Any, early_pause_ms: float | None) -> None:
     """"Goodbye." and "Thank you for trying out ..." 0.35 s apart: Silero hears the second sentence
-    late, and without vad's resume hold the turn ended in the gap (tests/test_vad_operator.py)."""
+    late, and without vad's resume hold the turn ended in the gap (tests/test_vad_operator.py).
+    With ``early_pause_ms`` the gap starts an early call, which is withdrawn: nothing of it reaches the client."""
     from flowrtc import ReplyOnPause
 
+    calls: list[float] = []
+
     def quiet(audio: tuple[int, np.ndarray]) -> Any:
+        calls.append(audio[1].shape[1] / audio[0])
         yield audio[0], np.zeros((1, audio[0] // 10), np.int16)
 
     thanks = load_audio(media_dir / "asterisk_demo-thanks_8k.wav", sample_rate=16000)
     goodbye, rest = thanks.slice(0, round(1.12 * 16000)), thanks.slice(round(1.25 * 16000), thanks.n_samples)
-    stream = Stream(ReplyOnPause(quiet, input_sample_rate=16000), modality="audio", concurrency_limit=None)
+    stream = Stream(ReplyOnPause(quiet, input_sample_rate=16000, early_pause_ms=early_pause_ms), modality="audio", concurrency_limit=None)
     async with serve(stream) as host, connect(f"ws://{host}/websocket/offer") as ws:
         await ws.send(json.dumps({"event": "start", "websocket_id": "gap"}))
         received = Received()
@@ -346,6 +351,10 @@ async def test_a_short_gap_between_sentences_is_one_turn_over_a_real_websocket(m
             await ws.send('{"event":"stop"}')
     logs = [m["data"] for _, m in received.messages if isinstance(m, dict) and m.get("type") == "log"]
     assert logs.count("pause_detected") == 1, logs
+    (decided,) = [t for t, m in received.messages if isinstance(m, dict) and m.get("data") == "pause_detected"]
+    assert received.of("media") and all(t >= decided for t, _ in received.of("media"))  # only the turn's answer
+    assert not received.of("clear")
+    assert 1 <= len(calls) <= (1 if early_pause_ms is None else 2) and calls[-1] == max(calls)  # the whole turn answered
 
 
 class EchoHandler:
