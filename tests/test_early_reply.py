@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio import wait_all_tasks_blocked
 import numpy as np
 import pytest
 
@@ -334,3 +335,37 @@ async def test_on_the_phone_an_early_calls_outputs_become_the_next_inputs_only_o
                 out = [item async for item in phone]
             assert not [item for item in out if isinstance(item, (AdditionalOutputs, ReplyStarted))]
             assert phone.latest_args == []
+
+
+@pytest.mark.anyio
+async def test_a_withdrawn_early_call_leaves_the_clients_inputs_for_the_turn_that_follows() -> None:
+    entered, closed = anyio.Event(), anyio.Event()
+    seen: list[Any] = []
+
+    async def fn(audio: tuple[int, np.ndarray], level: Any) -> Any:  # two parameters: wants the inputs
+        seen.append(level)
+        entered.set()
+        try:
+            yield audio
+        finally:
+            closed.set()
+
+    async with Session(Graph(audio=reply(fn) | interrupt())) as session:
+        session.set_input(0.3)
+        await session.send(PendingUtterance(utterance=turn(1.0, 2.0, at=2.2), media_time_s=2.2))
+        with anyio.fail_after(30):
+            await entered.wait()
+        await session.send(SpeechResumed(media_time_s=2.3))
+        with anyio.fail_after(30):
+            await closed.wait()  # the early call is over before the turn ends
+        await wait_all_tasks_blocked()
+        whole = turn(1.0, 4.0, at=4.448)
+        await session.send(whole)
+        with anyio.fail_after(30):
+            while not isinstance(await session.receive(), AudioChunk):  # the answer plays
+                pass
+        # the turn was answered with the inputs, without asking again: the early call did not use them up
+        assert seen == [0.3, 0.3]
+        with anyio.fail_after(30):
+            while session.args_set.is_set():  # answered: FastRTC asks afresh for the next turn
+                await anyio.sleep(0.01)

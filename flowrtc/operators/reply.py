@@ -11,9 +11,9 @@ threads), with the session's extra inputs as ``args``. What it yields may be
 audio in any shape and rate, ``AdditionalOutputs``, ``CloseStream`` or events.
 
 A ``PendingUtterance`` (``turn_taking(early_pause_ms=...)``) starts the function
-early: what it yields is held until the ``Utterance`` it foresaw arrives, and
-then the reply begins with it at once. If the user goes on instead
-(``SpeechResumed``), the early call is closed and nothing it made is sent.
+early and runs it up to its first value, which is held until the ``Utterance``
+it foresaw arrives; the reply then begins with it at once. If the user goes on
+instead (``SpeechResumed``), the early call is closed and nothing it made is sent.
 """
 
 from __future__ import annotations
@@ -154,9 +154,9 @@ async def _answer(
     limiter: anyio.CapacityLimiter | None,
     layout: Layout | None = None,
     hold: anyio.Event | None = None,
-    keep_args: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Any]:
-    # ``hold`` (an early reply): after fn's first value, go no further until it is set.
+    # ``hold`` (an early reply): after fn's first value, go no further until it is set;
+    # never set, the call was withdrawn and did not answer a turn.
     from flowrtc.session import current_session  # the session layer imports operators
 
     session = current_session()
@@ -200,7 +200,7 @@ async def _answer(
             for chunk in resampler.flush():
                 yield chunk
     finally:
-        if needs_args and args is None and session is not None and not (keep_args is not None and keep_args()):
+        if needs_args and args is None and session is not None and (hold is None or hold.is_set()):
             _clear_args(session)
 
 
@@ -220,17 +220,16 @@ class _Ahead:
     """An early reply: ``fn``'s answer to a pending turn, run in its own task up to ``fn``'s first value.
 
     :meth:`confirm` (the turn ended as foreseen) lets it go on; it is then the
-    ``Reply``'s items, what was made ahead first. :meth:`withdraw` (the user
-    went on) stops it; nothing it made is used.
+    ``Reply``'s items, what was made ahead first. :meth:`aclose` without a
+    confirmation (the user went on) withdraws it; nothing it made is used.
     """
 
-    __slots__ = ("pending", "withdrawn", "_confirmed", "_stream", "_queue", "_scope", "_task")
+    __slots__ = ("pending", "_confirmed", "_stream", "_queue", "_scope", "_task")
 
-    def __init__(self, pending: PendingUtterance, make: Callable[[anyio.Event, Callable[[], bool]], AsyncIterator[Any]]) -> None:
+    def __init__(self, pending: PendingUtterance, make: Callable[[anyio.Event], AsyncIterator[Any]]) -> None:
         self.pending = pending
-        self.withdrawn = False
         self._confirmed = anyio.Event()
-        self._stream = make(self._confirmed, lambda: self.withdrawn)
+        self._stream = make(self._confirmed)
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_AHEAD_ITEMS)
         self._scope = anyio.CancelScope()
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -275,11 +274,6 @@ class _Ahead:
                 await self._stream.aclose()  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - same
                 pass
-
-    async def withdraw(self) -> None:
-        """The turn went on: close the reply; it must not count as the turn's answer."""
-        self.withdrawn = True
-        await self.aclose()
 
 
 #: Conversions of more than this much audio run in a worker thread, not on the event
@@ -367,7 +361,7 @@ async def reply(
         nonlocal early
         if early is not None:
             closing[:] = [task for task in closing if not task.done()]
-            closing.append(asyncio.get_running_loop().create_task(early.withdraw()))
+            closing.append(asyncio.get_running_loop().create_task(early.aclose()))
             early = None
 
     try:
@@ -385,7 +379,7 @@ async def reply(
                 if isinstance(item, PendingUtterance):
                     withdraw()
                     turn = item.utterance
-                    early = _Ahead(item, lambda hold, kept: _answer(fn, turn, needs_args=needs_args, hold=hold, keep_args=kept, **options))  # type: ignore[arg-type]
+                    early = _Ahead(item, lambda hold: _answer(fn, turn, needs_args=needs_args, hold=hold, **options))  # type: ignore[arg-type]
                 elif isinstance(item, SpeechResumed):
                     withdraw()
                 yield item
