@@ -16,7 +16,18 @@ import pytest
 
 from flowrtc.adapters.messages import to_wire
 from flowrtc.errors import ConfigurationError, MissingExtraError
-from flowrtc.events import Interrupt, Log, ReplyStarted, SpeechStarted, SpeechStopped, StopWord, Utterance
+from flowrtc.events import (
+    Interrupt,
+    Log,
+    PendingUtterance,
+    ReplyStarted,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    StopWord,
+    Utterance,
+)
 from flowrtc.graph import Graph
 from flowrtc.handlers.reply_on_stopwords import ReplyOnStopWords
 from flowrtc.media import AudioChunk
@@ -192,6 +203,60 @@ async def test_only_the_stop_word_interrupts_a_reply(stt_model: Any) -> None:
     assert recording.items.index(stop_words[1]) < recording.items.index(interrupts[0])
     assert interrupts[0].media_time_s > 9.0  # not during "Goodbye..." (about 5 to 10.5 s)
     assert transcripts(stt_model, replier) == ["hello world", "what is the weather like today"]
+
+
+@pytest.mark.anyio
+async def test_early_replies_start_only_in_addressed_turns(stt_model: Any) -> None:
+    """With early_pause_ms, the answered turn is started early and answered as without;
+    the pause inside the unaddressed "Goodbye. Thank you..." starts nothing."""
+    audio = join(16000, 0.5, "Computer.", 1.0, HELLO, 1.0, THANKS)
+    plain_replier, early_replier = Replier(), Replier()
+    plain = await arun(ReplyOnStopWords(plain_replier, ["computer"], input_sample_rate=16000), audio=audio, trailing_silence_s=1.0)
+    early = await arun(
+        ReplyOnStopWords(early_replier, ["computer"], input_sample_rate=16000, early_pause_ms=192), audio=audio, trailing_silence_s=1.0
+    )
+    assert transcripts(stt_model, early_replier) == transcripts(stt_model, plain_replier) == ["hello world"]
+    assert early.times(ReplyStarted) == plain.times(ReplyStarted)
+    [pending] = early.of_type(PendingUtterance)  # "Goodbye." ends with a pause of ~0.3 s, but it was not addressed
+    # One call of fn, made early on exactly the turn's audio, became the reply.
+    assert len(early_replier.heard) == 1
+    assert np.array_equal(early_replier.heard[0][1], plain_replier.heard[0][1])
+    assert pending.media_time_s < early.times(ReplyStarted)[0] - 0.2  # the head start
+    assert early.audio is not None and plain.audio is not None
+    assert np.array_equal(early.audio.samples, plain.audio.samples)
+
+
+@pytest.mark.anyio
+async def test_gate_swallows_pauses_while_armed_and_announces_one_going_on_when_it_opens() -> None:
+    class Hears:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def stt(self, audio: Any) -> str:
+            return self.text
+
+    async def source() -> AsyncIterator[Any]:
+        for start in range(0, 16000 * 2, 320):
+            yield AudioChunk(np.full((1, 320), 1000, np.int16), 16000, start)
+            if start == 3200:
+                yield SpeechStarted(media_time_s=0.22)
+            elif start == 9600:
+                yield SpeechPaused(speech_end_s=0.45, media_time_s=0.62)
+            elif start == 12800:
+                yield SpeechResumed(media_time_s=0.82)
+            elif start == 19200:
+                yield SpeechPaused(speech_end_s=1.05, media_time_s=1.22)
+
+    # Never addressed: nothing of the segment, its pauses included, gets through.
+    unaddressed = [item async for item in source() | stopword_gate(["computer"], model=Hears("just chatting"), check_every_s=1.2)]
+    assert unaddressed == []
+    # Addressed: the first check (1.2 s of speech in) comes during the second pause; it opens
+    # the turn, and that pause is announced. The first one, withdrawn while armed, is not.
+    opened = [item async for item in source() | stopword_gate(["computer"], model=Hears("Computer, lights on."), check_every_s=1.2)]
+    events = [item for item in opened if not isinstance(item, AudioChunk)]
+    assert [type(e) for e in events] == [StopWord, SpeechStarted, SpeechPaused]
+    assert events[2] == SpeechPaused(speech_end_s=1.05, media_time_s=1.22)
+    assert opened.index(events[2]) > opened.index(events[1])
 
 
 # -- the operator on its own, and the classic surface ----------------------------------------------

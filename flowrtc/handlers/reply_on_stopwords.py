@@ -61,6 +61,9 @@ class ReplyOnStopWords(ReplyOnPause):
         window_s: seconds of speech transcribed at each check.
         check_every_s: during long speech, check again after this many seconds
             (and always when the VAD says the speech stopped).
+        early_pause_ms: as for ``ReplyOnPause``: start ``fn`` once a pause in the
+            turn after the stop word has lasted this long. Pauses in speech that
+            was not addressed start nothing.
 
     Speech without the stop word is neither answered nor interrupts a reply; the
     stop word itself cuts a reply when the speech after it starts.
@@ -84,6 +87,7 @@ class ReplyOnStopWords(ReplyOnPause):
         stt_model: Any = None,
         window_s: float = DEFAULT_WINDOW_S,
         check_every_s: float = DEFAULT_CHECK_EVERY_S,
+        early_pause_ms: float | None = None,
     ) -> None:
         phrases = [stop_words] if isinstance(stop_words, str) else list(stop_words)
         if not phrases or not all(isinstance(p, str) and normalize_words(p) for p in phrases):
@@ -102,6 +106,7 @@ class ReplyOnStopWords(ReplyOnPause):
             input_sample_rate=input_sample_rate,
             model=model,
             needs_args=needs_args,
+            early_pause_ms=early_pause_ms,
         )
         self.stop_words = phrases
         self.stt_model = stt_model if stt_model is not None else _load_stt()
@@ -110,7 +115,9 @@ class ReplyOnStopWords(ReplyOnPause):
 
     def graph(self, *, startup: bool = True) -> Graph:
         """``decode | resample | vad | stopword_gate | pause_gate | reply | interrupt | encode``."""
-        detector, gate = _split_turn_taking(turn_taking(self.algo_options, self.model_options, model=self.model))
+        detector, gate = _split_turn_taking(
+            turn_taking(self.algo_options, self.model_options, model=self.model, early_pause_ms=self.early_pause_ms)
+        )
         settings = turn_settings(self.algo_options, self.model_options)
         pipe = (
             decode(catch_up_ms=CATCH_UP_MS)

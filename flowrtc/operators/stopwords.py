@@ -4,8 +4,9 @@ It sits between ``vad`` and ``pause_gate``::
 
     vad() | stopword_gate(["computer"]) | pause_gate() | reply(fn) | interrupt()
 
-While *armed* it holds the audio back and swallows the VAD's speech events, so
-no turn forms (and nothing barges in). It transcribes only what the VAD calls
+While *armed* it holds the audio back and swallows the VAD's speech events
+(pauses announced by ``vad(early_pause_ms=...)`` too), so no turn forms, nothing
+barges in and no reply starts early. It transcribes only what the VAD calls
 speech (Whisper writes words for noise): the last ``window_s`` of each speech
 segment, every ``check_every_s`` of speech and when the segment ends. When a
 stop phrase is heard it emits :class:`~flowrtc.events.StopWord` (the client's
@@ -26,7 +27,7 @@ from collections import deque
 from typing import Any, AsyncIterable, AsyncIterator, Iterable, NamedTuple
 
 from flowrtc.errors import ConfigurationError
-from flowrtc.events import SpeechStarted, SpeechStopped, StopWord
+from flowrtc.events import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, StopWord
 from flowrtc.media import AudioChunk
 from flowrtc.operators.core import operator, scoped
 from flowrtc.operators.pause_gate import DEFAULT_SPEECH_PAD_MS
@@ -150,6 +151,7 @@ async def stopword_gate(
     in_turn = False  # open: a SpeechStarted went on to pause_gate
     speech_start_s: float | None = None  # armed, in a speech segment: when the speech began
     heard: str | None = None  # armed: the phrase heard in this segment, nothing said after it yet
+    paused: SpeechPaused | None = None  # armed: the segment's pause going on now (vad(early_pause_ms=...))
     next_check_s = 0.0
     checked_until_s = 0.0  # the end of the audio last transcribed
     now_s = 0.0
@@ -201,10 +203,18 @@ async def stopword_gate(
                     yield SpeechStarted(media_time_s=cut_s)
                     for chunk in _clip(recent, cut_s, now_s):
                         yield chunk
+                    if paused is not None:  # the turn opened during a pause: it may be ending now
+                        yield paused
+                        paused = None
+            elif isinstance(item, SpeechPaused):
+                paused = item if speech_start_s is not None else None
+            elif isinstance(item, SpeechResumed):
+                paused = None
             elif isinstance(item, SpeechStarted):
                 speech_start_s = item.media_time_s - speech_s
                 next_check_s = speech_start_s + check_every_s
             elif isinstance(item, SpeechStopped):
+                paused = None
                 if speech_start_s is None:
                     continue
                 speech_end_s = max(speech_start_s, item.media_time_s - silence_s)
