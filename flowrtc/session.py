@@ -102,6 +102,7 @@ class Session:
         self.args_set = anyio.Event()
         if initial_args is not None:
             self.args_set.set()
+        self._asked: anyio.Event | None = None  # the args_set a send_input already went out for
         self.closed = anyio.Event()
         self.error: BaseException | None = None
         self._audio = Channel(input_buffer)
@@ -265,17 +266,34 @@ class Session:
         self.args_set.set()
 
     async def wait_for_args(self) -> list[Any]:
-        """Ask the client for inputs (``send_input``) and wait until they are set.
+        """The client's inputs, once it has set them.
 
-        In phone mode nobody can answer, so this returns the current ones at once.
+        If none are set yet, or they were cleared since (:meth:`clear_args`), the client is
+        asked with one ``send_input`` message and this waits for its answer; callers waiting
+        at the same time share that one request. Once set, inputs stay set, and this returns
+        at once, until they are cleared (FastRTC's ``args_set``/``reset()``). In phone mode
+        nobody can answer, so this returns the current ones at once.
         """
         if self.phone_mode:
             self.args_set.set()
             return self.latest_args
-        self.args_set = anyio.Event()
-        await self.emit(Message(type="send_input", data=[]))
-        await self.args_set.wait()
+        waiting = self.args_set  # clear_args never replaces an event that is not set
+        if not waiting.is_set():
+            if self._asked is not waiting:
+                self._asked = waiting
+                await self.emit(Message(type="send_input", data=[]))
+            await waiting.wait()
         return self.latest_args
+
+    def clear_args(self) -> None:
+        """Forget that inputs were set, so that the next :meth:`wait_for_args` asks the client again.
+
+        The inputs themselves stay: a call that does not wait still gets them. In phone mode
+        nothing changes.
+        """
+        if self.phone_mode or not self.args_set.is_set():
+            return
+        self.args_set = anyio.Event()
 
     # -- output --------------------------------------------------------------------
     async def emit(self, item: Any) -> None:

@@ -397,16 +397,23 @@ async def test_inputs_set_input_and_wait_for_args(hello: AudioChunk) -> None:
         await session.send(frames[1])
         assert await session.receive() == frames[1]
 
-        async def answer() -> None:
-            await wait_all_tasks_blocked()
-            session.set_input("answered")
+        assert await session.wait_for_args() == ["second", 2]  # set: nothing asked, no wait
+        session.clear_args()
+        answers: list[list[Any]] = []
+
+        async def waits() -> None:
+            answers.append(await session.wait_for_args())
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(answer)
-            args = await session.wait_for_args()
-        assert args == ["answered"]
+            tg.start_soon(waits)
+            tg.start_soon(waits)  # two callers at once share one question
+            await wait_all_tasks_blocked()
+            session.set_input("answered")
+        assert answers == [["answered"], ["answered"]]
         assert await session.receive() == Message(type="send_input", data=[])
-    assert calls == [("first",), ("second", 2)]
+        await session.send(frames[0])
+        assert await session.receive() == frames[0]  # the second caller asked nothing
+    assert calls == [("first",), ("second", 2), ("answered",)]
 
     async with Session(graph, phone_mode=True) as phone:
         assert await phone.wait_for_args() == []  # nobody can answer on a phone line

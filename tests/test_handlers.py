@@ -531,6 +531,45 @@ async def test_phone_mode_never_waits_and_reset_clears_args_set() -> None:
         assert seen["before"] is True and not session.args_set.is_set()
 
 
+async def test_wait_for_args_in_every_emit_asks_once_and_then_returns_at_once() -> None:
+    """FastRTC's pattern: ``await self.wait_for_args()`` at the top of every ``emit``.
+    The inputs stay set until ``reset()``: one ``send_input``, then all the audio comes back."""
+
+    class AsksInEmit(AsyncStreamHandler):
+        def __init__(self) -> None:
+            super().__init__(output_sample_rate=48000)
+            self.frames: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def receive(self, frame: Any) -> None:
+            await self.frames.put(frame)
+
+        async def emit(self) -> Any:
+            await self.wait_for_args()
+            return await wait_for_item(self.frames, 0.05)
+
+        def copy(self) -> AsksInEmit:
+            return AsksInEmit()
+
+    stream = Stream(AsksInEmit(), modality="audio")
+    sent = noise(0.2, 48000)
+    questions, back = 0, []
+    async with stream.session("asks", transport="test") as session:
+        with anyio.fail_after(5):
+            assert await session.receive() == Message(type="send_input", data=[])
+        stream.set_input("asks", 0.77)
+        for frame in audio_frames(sent):
+            await session.send(frame)
+        with anyio.move_on_after(1.0):
+            while sum(c.n_samples for c in back) < sent.n_samples:
+                item = await session.receive()
+                if isinstance(item, AudioChunk):
+                    back.append(item)
+                elif item == Message(type="send_input", data=[]):
+                    questions += 1
+    assert questions == 0
+    assert np.array_equal(AudioChunk.concat(back).samples, sent.samples)
+
+
 # ------------------------------------------------------------------- audio-video handlers
 class Mirror(AudioVideoStreamHandler):
     def __init__(self) -> None:

@@ -232,9 +232,10 @@ class StreamHandlerBase:
         self._in_loop_soon(lambda: session.set_input(*args))
 
     async def wait_for_args(self) -> None:
-        """Ask the client for its inputs (a ``send_input`` message) and wait until they are set.
+        """Wait until the client has set its inputs; ask it (one ``send_input`` message) if it has not.
 
-        In phone mode nobody can answer, so this returns at once.
+        Once set, they stay set, and this returns at once, until :meth:`reset`. So it can
+        be awaited in every ``emit``. In phone mode nobody can answer, so this returns at once.
         """
         session = self._require_session("wait_for_args")
         await session.wait_for_args()
@@ -247,8 +248,8 @@ class StreamHandlerBase:
     def reset(self) -> None:
         """Forget that inputs were set, so the next :meth:`wait_for_args` asks again."""
         session = self._session()
-        if session is not None and not session.phone_mode:
-            self._in_loop_soon(lambda: setattr(session, "args_set", anyio.Event()))
+        if session is not None:
+            self._in_loop_soon(session.clear_args)
 
     # -- the client -----------------------------------------------------------------------
     async def send_message(self, msg: Any) -> None:

@@ -23,7 +23,7 @@ import inspect
 import math
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 
 import anyio
 
@@ -32,9 +32,6 @@ from flowrtc.media import AudioChunk, Layout
 from flowrtc.operators.core import operator, scoped
 from flowrtc.operators.handler import iterate_call, normalize_output
 from flowrtc.operators.resample import Resampler
-
-if TYPE_CHECKING:
-    from flowrtc.session import Session
 
 __all__ = ["reply", "Reply", "takes_extra_args", "catch_up_s", "offline_replies", "CatchUp", "CATCH_UP_S"]
 
@@ -136,13 +133,6 @@ def _takes_args(fn: Callable[..., Any]) -> bool:
         return False
 
 
-def _clear_args(session: Session) -> None:
-    # FastRTC clears the inputs after each turn, so the next one asks again
-    # (the phone cannot answer, so there they stay).
-    if not session.phone_mode:
-        session.args_set = anyio.Event()
-
-
 async def _answer(
     fn: Callable[..., Any],
     utterance: Utterance | None,
@@ -201,7 +191,7 @@ async def _answer(
                 yield chunk
     finally:
         if needs_args and args is None and session is not None and (hold is None or hold.is_set()):
-            _clear_args(session)
+            session.clear_args()  # as FastRTC: the next turn asks again (not on the phone)
 
 
 #: Items an early reply's task keeps ready for ``interrupt`` (then it waits).
