@@ -36,7 +36,7 @@ class Limits:
         message_burst: messages accepted at once above that rate (a client catching up
             after a stall). Default 400.
         max_connections: WebSocket connections (FastRTC protocol and phone) open at once
-            per set of routes, started or not; ``None``: unbounded. Default 1000.
+            per Stream, started or not; ``None``: unbounded. Default 1000.
             Sessions are bounded separately by the Stream's ``concurrency_limit``.
         start_timeout_s: seconds a new connection has to send its ``start``. Default 10.
         max_queued_output_s: seconds of reply audio held for one client while it is

@@ -234,6 +234,52 @@ class Stream:
 
         return await place_call(self, to, from_, url, **options)
 
+    # -- FastRTC's route methods, for routes of your own ------------------------------------
+    async def offer(self, body: Any) -> dict[str, Any]:
+        """Answer a WebRTC offer (or add a trickled ICE candidate) posted to a route of your own.
+
+        ``body`` is what the client posted to ``/webrtc/offer``: a dict, or a pydantic
+        model, msgspec struct or dataclass with its fields. Returns the answer
+        (``{"sdp", "type": "answer"}``) or FastRTC's ``{"status": "failed", "meta": {...}}``.
+        """
+        from flowrtc.adapters.litestar import answer_offer
+
+        return await answer_offer(self, body)
+
+    async def websocket_offer(self, websocket: Any) -> None:
+        """Serve FastRTC's WebSocket protocol on a WebSocket route of your own, until the client leaves.
+
+        ``websocket`` is a FastAPI/Starlette or Litestar ``WebSocket``, not yet accepted.
+        The same limits hold as on the built-in ``/websocket/offer``.
+        """
+        from flowrtc.adapters.websocket import serve_websocket
+
+        await serve_websocket(self, websocket)
+
+    async def telephone_handler(self, websocket: Any) -> None:
+        """Serve a Twilio Media Stream on a WebSocket route of your own (FastRTC's outbound-call recipe).
+
+        ``websocket`` is a FastAPI/Starlette or Litestar ``WebSocket``, not yet accepted.
+        The call runs in phone mode, counts toward ``concurrency_limit``, and with an auth
+        token its upgrade must carry a valid ``X-Twilio-Signature``.
+        """
+        from flowrtc.adapters.twilio import serve_telephone
+
+        await serve_telephone(self, websocket)
+
+    async def handle_incoming_call(self, request: Any, *, stream_url: str | None = None) -> Any:
+        """Answer Twilio's voice webhook on a route of your own with TwiML that connects the call.
+
+        ``request`` is a FastAPI/Starlette or Litestar ``Request``; the response is of the
+        same framework. The call is connected to ``stream_url``, by default
+        ``wss://<host>/telephone/handler`` (the route :meth:`mount` adds); pass the URL of
+        your own :meth:`telephone_handler` route otherwise.
+        """
+        from flowrtc.adapters.twilio import incoming_call
+
+        status, body, media_type = await incoming_call(self, request, stream_url=stream_url)
+        return _framework_response(request, body, status, media_type)
+
     # -- serving (flowrtc.adapters.litestar) -----------------------------------------------
     def routes(self, **options: Any) -> list[Any]:
         """Litestar route handlers for this stream (offer, input hook, outputs, page, ...).
@@ -264,3 +310,22 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"Stream(modality={self.modality!r}, mode={self.mode!r}, handler={type(self.handler).__name__})"
+
+
+def _framework_response(request: Any, body: str, status: int, media_type: str) -> Any:
+    """A response of the framework ``request`` came from (Litestar, else Starlette/FastAPI)."""
+    from litestar import Request as LitestarRequest
+
+    if isinstance(request, LitestarRequest):
+        from litestar import Response
+
+        return Response(body, status_code=status, media_type=media_type)
+    try:
+        from starlette.requests import Request as StarletteRequest
+        from starlette.responses import Response as StarletteResponse
+    except ImportError:
+        pass
+    else:
+        if isinstance(request, StarletteRequest):
+            return StarletteResponse(body, status_code=status, media_type=media_type)
+    raise ConfigurationError(f"expected a Litestar or Starlette/FastAPI Request, got {type(request).__name__}")

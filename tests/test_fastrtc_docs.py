@@ -10,8 +10,9 @@ are given small stand-ins. Each is then driven through ``flowrtc.testing`` or
 ``Stream.session`` and checked against what the docs promise.
 
 Left out (they need the internet or Gradio): the LLM/Sambanova and YOLO examples,
-Kokoro and Moonshine model downloads, fastphone, TURN credential helpers, Twilio
-outbound calls, and the ``WebRTC`` Gradio component examples (their handler
+Kokoro and Moonshine model downloads, fastphone, TURN credential helpers, placing a
+Twilio call (the outbound-call example's routes that answer it are here), and the
+``WebRTC`` Gradio component examples (their handler
 functions are covered below where they run on their own).
 
 The runnable examples of docs/handlers.md (``examples/*.py``) are tested at the end.
@@ -1047,3 +1048,175 @@ def test_example_receive_generator() -> None:
     assert seconds(recordings["audio"].audio_chunks) == pytest.approx(0.9)
     assert len(recordings["video"].video) == 15
     assert not recordings["audio"].of_type(CloseStream)
+
+
+# ---------------------------------------------------------------------------- routes of your own
+OUTBOUND_CALLS = '''
+app = FastAPI()
+
+@app.post("/call")
+async def start_call(req: Request):
+  body = await req.json()
+  from_no = body.get("from")
+  to_no = body.get("to")
+  account_sid = os.getenv("TWILIO_ACCOUNT_SID")
+  auth_token = os.getenv("TWILIO_AUTH_TOKEN")
+  client = Client(account_sid, auth_token)
+
+  # Use the public URL of your application
+  # here we're using ngrok to expose an app
+  # running locally
+  call = client.calls.create(
+    to=to_no,
+    from_=from_no,
+    url="https://[your_ngrok_subdomain].ngrok.app/incoming-call"
+  )
+
+  return {"sid": f"{call.sid}"}
+
+@app.api_route("/incoming-call", methods=["GET", "POST"])
+async def handle_incoming_call(req: Request):
+  from twilio.twiml.voice_response import VoiceResponse, Connect
+  response = VoiceResponse()
+  response.say("Connecting to AI assistant")
+  connect = Connect()
+  connect.stream(url=f'wss://{req.url.hostname}/media-stream')
+  response.append(connect)
+  return HTMLResponse(content=str(response), media_type="application/xml")
+
+@app.websocket("/media-stream")
+async def handle_media_stream(websocket: WebSocket):
+  # stream is a FastRTC stream defined elsewhere
+  await stream.telephone_handler(websocket)
+'''
+
+
+def fastapi_names() -> dict[str, Any]:
+    import os
+
+    from fastapi import FastAPI, Request, WebSocket
+    from fastapi.responses import HTMLResponse
+    from twilio.rest import Client
+
+    return {"os": os, "FastAPI": FastAPI, "Request": Request, "WebSocket": WebSocket, "HTMLResponse": HTMLResponse, "Client": Client}
+
+
+async def test_outbound_calls_recipe_answers_the_call_on_the_apps_own_routes(media_dir: Path) -> None:
+    """The "Outbound calls with Twilio" example (without its Gradio mount): the app's own
+    TwiML route, and its own ``/media-stream`` route handing the socket to ``stream.telephone_handler``."""
+    import httpx
+    from websockets.asyncio.client import connect
+    from ws_support import STREAM_SID, FakeTwilio, echo_graph, expected_reply_s, reply_audio, rms, serve
+
+    from flowrtc.testing import load_audio
+
+    stream = Stream(echo_graph(8000), modality="audio", concurrency_limit=1)
+    example = docs(OUTBOUND_CALLS, stream=stream, **fastapi_names())
+    clip = load_audio(media_dir / "asterisk_hello-world_8k.wav")
+    async with serve(app=example["app"]) as host:
+        async with httpx.AsyncClient() as http:
+            twiml = await http.post(f"http://{host}/incoming-call", data={"CallSid": "CA" + "b" * 32})
+        assert "<Connect><Stream url=\"wss://127.0.0.1/media-stream\" /></Connect>" in twiml.text
+        async with connect(f"ws://{host}/media-stream") as ws:
+            call = FakeTwilio(ws)
+            async with anyio.create_task_group() as group:
+                group.start_soon(call.run)
+                await call.begin()
+                await call.talk([clip, AudioChunk.silence(0.6, 8000)])
+                assert stream.hub.transport(STREAM_SID) == "phone"
+                await anyio.sleep(expected_reply_s(clip) + 0.3)
+                await call.stop()
+    replies = call.of("media")
+    assert replies and all(m["streamSid"] == STREAM_SID for _, m in replies)
+    audio = reply_audio(replies)
+    assert abs(len(audio) / 8000 - expected_reply_s(clip)) < 0.1 and rms(audio) > 1000
+    assert call.of("mark") and call.close_code == 1000
+    assert len(stream.hub) == 0
+
+
+STREAM_ROUTES = '''
+app = FastAPI()
+
+@app.post("/my/offer")
+async def my_offer(request: Request):
+    return await stream.offer(await request.json())
+
+@app.websocket("/my/websocket")
+async def my_websocket(websocket: WebSocket):
+    await stream.websocket_offer(websocket)
+
+@app.post("/my/incoming")
+async def my_incoming(request: Request):
+    return await stream.handle_incoming_call(request)
+'''
+
+
+async def test_stream_route_methods_serve_on_a_fastapi_apps_own_routes(media_dir: Path) -> None:
+    """The Stream reference's ``offer``, ``websocket_offer`` and ``handle_incoming_call``, each
+    called from a FastAPI route: a real aiortc offer is answered and connects, a FastRTC
+    WebSocket client is echoed, and the webhook gets TwiML (or 403 without a valid signature)."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    import httpx
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from twilio.request_validator import RequestValidator
+    from websockets.asyncio.client import connect
+    from ws_support import b64, echo_graph, expected_reply_s, mulaw_frames, payload_samples, rms, serve
+
+    from flowrtc.testing import load_audio
+
+    stream = Stream(echo_graph(16000), modality="audio", concurrency_limit=None, twilio_auth_token="12345")
+    example = docs(STREAM_ROUTES, stream=stream, **fastapi_names())
+    clip = load_audio(media_dir / "asterisk_hello-world_8k.wav", sample_rate=16000)
+    async with serve(app=example["app"]) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
+        # offer: malformed bodies are refused in FastRTC's shape; a real offer connects.
+        bad = (await http.post("/my/offer", json={"type": "offer", "sdp": "v=0"})).json()
+        assert bad["status"] == "failed" and bad["meta"]["error"] == "invalid_body"
+        not_sdp = (await http.post("/my/offer", json={"webrtc_id": "x", "type": "offer", "sdp": "hello"})).json()
+        assert not_sdp == {"status": "failed", "meta": {"error": "invalid_sdp", "detail": "the offer has no media sections"}}
+        peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            peer.addTransceiver("audio", direction="recvonly")
+            await peer.setLocalDescription(await peer.createOffer())
+            body = {"webrtc_id": "own-rtc", "type": "offer", "sdp": peer.localDescription.sdp}
+            answer = (await http.post("/my/offer", json=body, timeout=20)).json()
+            assert answer["type"] == "answer"
+            await peer.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            with anyio.fail_after(15):
+                while peer.connectionState != "connected":
+                    await anyio.sleep(0.05)
+            assert stream.hub.transport("own-rtc") == "webrtc"
+        finally:
+            await peer.close()
+
+        # websocket_offer: FastRTC's protocol, speech in, the echo out.
+        reply = []
+        async with connect(f"ws://{host}/my/websocket") as ws:
+            await ws.send(json.dumps({"event": "start", "websocket_id": "own-ws", "sample_rate": 8000}))
+            started = json.loads(await ws.recv())
+            assert started["event"] == "started"
+            said = load_audio(media_dir / "asterisk_hello-world_8k.wav")
+            for frame in mulaw_frames(said) + mulaw_frames(AudioChunk.silence(0.6, 8000)):
+                await ws.send(json.dumps({"event": "media", "media": {"payload": b64(frame)}}))
+            with anyio.fail_after(15):
+                while sum(len(r) for r in reply) < 0.9 * expected_reply_s(clip) * started["output_sample_rate"]:
+                    message = json.loads(await ws.recv())
+                    if message.get("event") == "media":
+                        reply.append(payload_samples(message))
+            await ws.send(json.dumps({"event": "stop"}))
+        assert rms(np.concatenate(reply)) > 1000
+
+        # handle_incoming_call: TwiML for a signed webhook, 403 otherwise, as a Starlette response.
+        form = {"CallSid": "CA" + "b" * 32, "From": "+15551230000"}
+        url = f"http://{host}/my/incoming"
+        signed = {"X-Twilio-Signature": RequestValidator("12345").compute_signature(url, form)}
+        ok = await http.post("/my/incoming", data=form, headers=signed)
+        assert ok.status_code == 200 and ok.headers["content-type"].startswith("application/xml")
+        stream_el = ET.fromstring(ok.text).find("./Connect/Stream")
+        assert stream_el is not None and stream_el.get("url") == f"wss://{host}/telephone/handler"
+        assert {p.get("name"): p.get("value") for p in stream_el.findall("Parameter")} == form
+        assert (await http.post("/my/incoming", data=form)).status_code == 403
+    with anyio.fail_after(10):
+        while len(stream.hub):
+            await anyio.sleep(0.05)

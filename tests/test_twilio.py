@@ -16,13 +16,12 @@ from litestar.params import FromPath
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from ws_support import dtmf_graph, echo_turns, expected_reply_s, mulaw_frames, paced, rms, serve
+from websockets.exceptions import InvalidStatus
+from ws_support import ACCOUNT, CALL, STREAM_SID, FakeTwilio, dtmf_graph, echo_turns, expected_reply_s, reply_audio, rms, serve
 
 from flowrtc import AudioChunk, Event, Graph, PlaybackMark, decode, get_current_session
 from flowrtc.adapters.twilio import current_call
 from flowrtc.errors import ConfigurationError
-from flowrtc.g711 import mulaw_to_pcm16
 from flowrtc.hub import ConcurrencyLimitReached
 from flowrtc.operators.core import operator, scoped
 from flowrtc.stream import Stream
@@ -31,109 +30,7 @@ from flowrtc.testing import load_audio
 pytestmark = pytest.mark.anyio
 
 TOKEN = "12345"
-ACCOUNT = "AC" + "a" * 32
-CALL = "CA" + "b" * 32
-STREAM_SID = "MZ" + "c" * 32
 HELLO = "asterisk_hello-world_8k.wav"
-
-
-class FakeTwilio:
-    """Twilio's side of a bidirectional Media Stream, as documented.
-
-    Plays what it receives in real time and echoes each mark once the audio
-    before it has played; ``clear`` drops the buffer and echoes pending marks.
-    """
-
-    def __init__(self, ws: Any, custom: dict[str, str] | None = None) -> None:
-        self.ws = ws
-        self.custom = custom or {}
-        self.sequence = 0
-        self.chunk = 0
-        self.received: list[tuple[float, dict[str, Any]]] = []
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._play_end = 0.0
-        self._marks: list[tuple[float, str]] = []
-
-    def _next(self) -> str:
-        self.sequence += 1
-        return str(self.sequence)
-
-    async def begin(self) -> None:
-        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await self.ws.send(json.dumps({
-            "event": "start", "sequenceNumber": self._next(), "streamSid": STREAM_SID,
-            "start": {
-                "accountSid": ACCOUNT, "streamSid": STREAM_SID, "callSid": CALL, "tracks": ["inbound"],
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                "customParameters": self.custom,
-            },
-        }))
-
-    async def media(self, payload: bytes) -> None:
-        self.chunk += 1
-        await self.ws.send(json.dumps({
-            "event": "media", "sequenceNumber": self._next(), "streamSid": STREAM_SID,
-            "media": {"track": "inbound", "chunk": str(self.chunk), "timestamp": str((self.chunk - 1) * 20),
-                      "payload": base64.b64encode(payload).decode()},
-        }))
-
-    async def talk(self, chunks: list[AudioChunk]) -> None:
-        frames = [f for chunk in chunks for f in mulaw_frames(chunk)]
-        async for _, frame in paced(frames):
-            await self.media(frame)
-
-    async def dtmf(self, digit: str) -> None:
-        await self.ws.send(json.dumps({"event": "dtmf", "streamSid": STREAM_SID, "sequenceNumber": self._next(),
-                                       "dtmf": {"track": "inbound_track", "digit": digit}}))
-
-    async def stop(self) -> None:
-        await self.ws.send(json.dumps({"event": "stop", "sequenceNumber": self._next(), "streamSid": STREAM_SID,
-                                       "stop": {"accountSid": ACCOUNT, "callSid": CALL}}))
-
-    async def _echo_mark(self, name: str) -> None:
-        await self.ws.send(json.dumps({"event": "mark", "sequenceNumber": self._next(), "streamSid": STREAM_SID,
-                                       "mark": {"name": name}}))
-
-    async def run(self) -> None:
-        """Read the server's messages until it closes, playing audio and echoing marks."""
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._mark_echoer)
-            try:
-                async for raw in self.ws:
-                    message = json.loads(raw)
-                    now = anyio.current_time()
-                    self.received.append((now, message))
-                    if message["event"] == "media":
-                        self._play_end = max(self._play_end, now) + len(base64.b64decode(message["media"]["payload"])) / 8000
-                    elif message["event"] == "mark":
-                        self._marks.append((self._play_end, message["mark"]["name"]))
-                    elif message["event"] == "clear":
-                        self._play_end = now
-                        self._marks = [(now, name) for _, name in self._marks]
-            except ConnectionClosed:
-                pass
-            self.close_code, self.close_reason = self.ws.close_code, self.ws.close_reason or ""
-            group.cancel_scope.cancel()
-
-    async def _mark_echoer(self) -> None:
-        while True:
-            await anyio.sleep(0.01)
-            now = anyio.current_time()
-            due = [name for at, name in self._marks if at <= now]
-            self._marks = [(at, name) for at, name in self._marks if at > now]
-            for name in due:
-                try:
-                    await self._echo_mark(name)
-                except ConnectionClosed:
-                    return
-
-    def of(self, event: str) -> list[tuple[float, dict[str, Any]]]:
-        return [(t, m) for t, m in self.received if m["event"] == event]
-
-
-def reply_audio(messages: list[tuple[float, dict[str, Any]]]) -> np.ndarray:
-    return np.concatenate([mulaw_to_pcm16(np.frombuffer(base64.b64decode(m["media"]["payload"]), np.uint8)) for _, m in messages])
 
 
 @operator

@@ -14,6 +14,7 @@ import anyio
 import numpy as np
 import uvicorn
 from litestar import Litestar, Router
+from websockets.exceptions import ConnectionClosed
 
 from flowrtc import AudioChunk, Graph, Interrupt, decode, handler, resample
 from flowrtc.adapters.websocket import websocket_route_handlers
@@ -24,10 +25,14 @@ SPEECH_RMS = 300.0
 
 
 @asynccontextmanager
-async def serve(stream: Any = None, *, prefix: str = "", route_handlers: list[Any] | None = None) -> AsyncIterator[str]:
-    """Serve ``stream``'s WebSocket and telephone routes (under ``prefix``) on 127.0.0.1; yields ``host:port``."""
-    handlers = route_handlers if route_handlers is not None else websocket_route_handlers(stream)
-    app = Litestar(route_handlers=[Router(path=prefix, route_handlers=handlers)] if prefix else handlers)
+async def serve(
+    stream: Any = None, *, prefix: str = "", route_handlers: list[Any] | None = None, app: Any = None
+) -> AsyncIterator[str]:
+    """Serve ``stream``'s WebSocket and telephone routes (under ``prefix``), or any ASGI ``app``,
+    on 127.0.0.1; yields ``host:port``."""
+    if app is None:
+        handlers = route_handlers if route_handlers is not None else websocket_route_handlers(stream)
+        app = Litestar(route_handlers=[Router(path=prefix, route_handlers=handlers)] if prefix else handlers)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -190,3 +195,109 @@ async def settle(stream: Any, baseline: tuple[int, int], timeout_s: float = 5.0)
     tasks, threads = resource_snapshot()
     assert tasks <= baseline[0], f"{tasks - baseline[0]} asyncio tasks left behind: {asyncio.all_tasks()}"
     assert threads <= baseline[1] + 1, f"threads grew from {baseline[1]} to {threads}"
+
+
+# -- Twilio's side of a Media Stream ------------------------------------------------------------
+
+ACCOUNT = "AC" + "a" * 32
+CALL = "CA" + "b" * 32
+STREAM_SID = "MZ" + "c" * 32
+
+
+class FakeTwilio:
+    """Twilio's side of a bidirectional Media Stream, as documented.
+
+    Plays what it receives in real time and echoes each mark once the audio
+    before it has played; ``clear`` drops the buffer and echoes pending marks.
+    """
+
+    def __init__(self, ws: Any, custom: dict[str, str] | None = None) -> None:
+        self.ws = ws
+        self.custom = custom or {}
+        self.sequence = 0
+        self.chunk = 0
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._play_end = 0.0
+        self._marks: list[tuple[float, str]] = []
+
+    def _next(self) -> str:
+        self.sequence += 1
+        return str(self.sequence)
+
+    async def begin(self) -> None:
+        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await self.ws.send(json.dumps({
+            "event": "start", "sequenceNumber": self._next(), "streamSid": STREAM_SID,
+            "start": {
+                "accountSid": ACCOUNT, "streamSid": STREAM_SID, "callSid": CALL, "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": self.custom,
+            },
+        }))
+
+    async def media(self, payload: bytes) -> None:
+        self.chunk += 1
+        await self.ws.send(json.dumps({
+            "event": "media", "sequenceNumber": self._next(), "streamSid": STREAM_SID,
+            "media": {"track": "inbound", "chunk": str(self.chunk), "timestamp": str((self.chunk - 1) * 20),
+                      "payload": base64.b64encode(payload).decode()},
+        }))
+
+    async def talk(self, chunks: list[AudioChunk]) -> None:
+        frames = [f for chunk in chunks for f in mulaw_frames(chunk)]
+        async for _, frame in paced(frames):
+            await self.media(frame)
+
+    async def dtmf(self, digit: str) -> None:
+        await self.ws.send(json.dumps({"event": "dtmf", "streamSid": STREAM_SID, "sequenceNumber": self._next(),
+                                       "dtmf": {"track": "inbound_track", "digit": digit}}))
+
+    async def stop(self) -> None:
+        await self.ws.send(json.dumps({"event": "stop", "sequenceNumber": self._next(), "streamSid": STREAM_SID,
+                                       "stop": {"accountSid": ACCOUNT, "callSid": CALL}}))
+
+    async def _echo_mark(self, name: str) -> None:
+        await self.ws.send(json.dumps({"event": "mark", "sequenceNumber": self._next(), "streamSid": STREAM_SID,
+                                       "mark": {"name": name}}))
+
+    async def run(self) -> None:
+        """Read the server's messages until it closes, playing audio and echoing marks."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._mark_echoer)
+            try:
+                async for raw in self.ws:
+                    message = json.loads(raw)
+                    now = anyio.current_time()
+                    self.received.append((now, message))
+                    if message["event"] == "media":
+                        self._play_end = max(self._play_end, now) + len(base64.b64decode(message["media"]["payload"])) / 8000
+                    elif message["event"] == "mark":
+                        self._marks.append((self._play_end, message["mark"]["name"]))
+                    elif message["event"] == "clear":
+                        self._play_end = now
+                        self._marks = [(now, name) for _, name in self._marks]
+            except ConnectionClosed:
+                pass
+            self.close_code, self.close_reason = self.ws.close_code, self.ws.close_reason or ""
+            group.cancel_scope.cancel()
+
+    async def _mark_echoer(self) -> None:
+        while True:
+            await anyio.sleep(0.01)
+            now = anyio.current_time()
+            due = [name for at, name in self._marks if at <= now]
+            self._marks = [(at, name) for at, name in self._marks if at > now]
+            for name in due:
+                try:
+                    await self._echo_mark(name)
+                except ConnectionClosed:
+                    return
+
+    def of(self, event: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, m) for t, m in self.received if m["event"] == event]
+
+
+def reply_audio(messages: list[tuple[float, dict[str, Any]]]) -> np.ndarray:
+    return np.concatenate([mulaw_to_pcm16(np.frombuffer(base64.b64decode(m["media"]["payload"]), np.uint8)) for _, m in messages])

@@ -19,9 +19,11 @@ match the schema, 404 for unknown ids, 413 past the body size limit.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, AsyncIterator, Awaitable, Callable, Literal
@@ -38,7 +40,7 @@ from flowrtc.errors import ConfigurationError
 from flowrtc.ice import aiortc_configuration, clean_ice_servers
 from flowrtc.media import AudioChunk, VideoFrame
 
-__all__ = ["HTTPOptions", "OfferBody", "CandidateBody", "stream_routes", "build_app", "mount", "serve"]
+__all__ = ["HTTPOptions", "OfferBody", "CandidateBody", "answer_offer", "stream_routes", "build_app", "mount", "serve"]
 
 logger = logging.getLogger("flowrtc.http")
 
@@ -78,6 +80,51 @@ class OfferBody(msgspec.Struct):
     type: Literal["offer", "ice-candidate"]
     sdp: str | None = None
     candidate: CandidateBody | None = None
+
+
+async def _signal(transport: Any, body: OfferBody) -> dict[str, Any]:
+    """An offer's answer or a candidate's acknowledgement; FastRTC's failure object when refused."""
+    try:
+        if body.type == "ice-candidate":
+            if body.candidate is None:
+                raise SignallingError("invalid_candidate_format", detail="an ice-candidate body needs a candidate")
+            candidate = {"candidate": body.candidate.candidate, "sdpMid": body.candidate.sdpMid, "sdpMLineIndex": body.candidate.sdpMLineIndex}
+            return await transport.add_candidate(body.webrtc_id, candidate)
+        if not body.sdp:
+            raise SignallingError("invalid_sdp", detail="an offer needs sdp")
+        return await transport.offer(body.webrtc_id, body.sdp)
+    except SignallingError as refusal:
+        return refusal.response()
+
+
+def _fields(body: Any) -> Any:
+    """A body object's fields: a mapping as it is, else a pydantic model, a msgspec struct, a dataclass or plain attributes."""
+    if isinstance(body, Mapping):
+        return body
+    if hasattr(body, "model_dump"):
+        return body.model_dump()
+    if isinstance(body, msgspec.Struct):
+        return msgspec.structs.asdict(body)
+    if dataclasses.is_dataclass(body) and not isinstance(body, type):
+        return dataclasses.asdict(body)
+    return getattr(body, "__dict__", body)
+
+
+async def answer_offer(stream: Any, body: Any) -> dict[str, Any]:
+    """``POST /webrtc/offer`` for a body your own route has read (what :meth:`Stream.offer` does).
+
+    ``body`` is the JSON object as a dict, or a pydantic model, msgspec struct or dataclass
+    with its fields (``webrtc_id``, ``type``, ``sdp``, ``candidate``). Returns the SDP answer
+    (``{"sdp", "type": "answer"}``), a candidate's acknowledgement, or FastRTC's
+    ``{"status": "failed", "meta": {"error": ...}}`` for a body or offer that is refused.
+    """
+    try:
+        offer = msgspec.convert(_fields(body), OfferBody)
+    except msgspec.ValidationError as exc:
+        return {"status": "failed", "meta": {"error": "invalid_body", "detail": str(exc)}}
+    if not offer.webrtc_id or len(offer.webrtc_id) > 256:
+        return {"status": "failed", "meta": {"error": "invalid_body", "detail": "webrtc_id must be 1 to 256 characters"}}
+    return await _signal(webrtc_transport(stream), offer)
 
 
 class _Failure(Exception):
@@ -188,17 +235,7 @@ def stream_routes(
         body = await _read_json(request, limit, OfferBody)
         if not body.webrtc_id or len(body.webrtc_id) > 256:
             raise _Failure(422, "invalid_body", detail="webrtc_id must be 1 to 256 characters")
-        try:
-            if body.type == "ice-candidate":
-                if body.candidate is None:
-                    raise SignallingError("invalid_candidate_format", detail="an ice-candidate body needs a candidate")
-                candidate = {"candidate": body.candidate.candidate, "sdpMid": body.candidate.sdpMid, "sdpMLineIndex": body.candidate.sdpMLineIndex}
-                return await transport.add_candidate(body.webrtc_id, candidate)
-            if not body.sdp:
-                raise SignallingError("invalid_sdp", detail="an offer needs sdp")
-            return await transport.offer(body.webrtc_id, body.sdp)
-        except SignallingError as refusal:
-            return refusal.response()
+        return await _signal(transport, body)
 
     @post("/input_hook", status_code=200, **common)
     @_guard

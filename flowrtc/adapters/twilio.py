@@ -23,6 +23,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
+from urllib.parse import parse_qsl
 
 import anyio.to_thread
 from litestar import Request, Response, WebSocket, post, websocket
@@ -30,12 +31,12 @@ from litestar.datastructures import Headers
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-from flowrtc.adapters.websocket import MediaSocket, decode_base64, decode_json
+from flowrtc.adapters.websocket import MediaSocket, connection_slots, decode_base64, decode_json, stream_limits
 from flowrtc.errors import ConfigurationError
 from flowrtc.events import Dtmf, PlaybackMark
 from flowrtc.g711 import pcm16_to_mulaw
 from flowrtc.hub import ConcurrencyLimitReached
-from flowrtc.limits import CLOSE_CODES, ConnectionSlots, Limits, WireError
+from flowrtc.limits import CLOSE_CODES, Limits, WireError
 from flowrtc.media import AudioChunk
 from flowrtc.session import Session, current_session
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
     from flowrtc.stream import Stream
 
-__all__ = ["telephone_route_handlers", "TwilioSocket", "TwilioCall", "current_call", "connect_twiml", "place_call"]
+__all__ = ["telephone_route_handlers", "incoming_call", "serve_telephone", "TwilioSocket", "TwilioCall", "current_call", "connect_twiml", "place_call"]
 
 logger = logging.getLogger("flowrtc.twilio")
 
@@ -242,7 +243,7 @@ class TwilioSocket(MediaSocket):
         await self.send_text('{"event":"clear","streamSid":' + self._sid_json + "}")
 
 
-def _valid_upgrade(socket: WebSocket, token: str) -> bool:
+def _valid_upgrade(socket: Any, token: str) -> bool:
     signature = socket.headers.get("x-twilio-signature", "")
     if not signature:
         return False
@@ -253,39 +254,73 @@ def _valid_upgrade(socket: WebSocket, token: str) -> bool:
     return any(validator.validate(f"{scheme}://{host}{path}", {}, signature) for scheme in ("wss", "https"))
 
 
-def telephone_route_handlers(stream: Stream, *, limits: Limits, slots: ConnectionSlots) -> list[Any]:
+async def _webhook_form(request: Any, limit: int) -> dict[str, str] | None:
+    """The webhook's urlencoded fields (``None`` past ``limit`` bytes), read the same way in any framework."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+async def incoming_call(stream: Stream, request: Any, *, stream_url: str | None = None) -> tuple[int, str, str]:
+    """Answer Twilio's voice webhook for ``stream``: ``(status, body, media type)``.
+
+    ``request`` is a Litestar or a Starlette/FastAPI ``Request``. The TwiML connects the
+    call to ``stream_url``, by default this app's ``/telephone/handler`` (under the same
+    prefix as the webhook when that is ``.../telephone/incoming``). With an auth token, a
+    request without a valid ``X-Twilio-Signature`` gets 403.
+    """
+    form = await _webhook_form(request, stream_limits(stream).max_message_bytes)
+    if form is None:
+        return 413, "webhook body too large", "text/plain"
+    token = auth_token(stream)
+    host = public_host(request.headers, request.url.netloc)
+    if token:
+        scheme = _first(request.headers, "x-forwarded-proto") or request.url.scheme
+        query = f"?{request.url.query}" if request.url.query else ""
+        signed_url = f"{scheme}://{host}{request.url.path}{query}"
+        if not RequestValidator(token).validate(signed_url, form, request.headers.get("x-twilio-signature", "")):
+            logger.warning("refused a telephone webhook with an invalid X-Twilio-Signature")
+            return 403, "invalid X-Twilio-Signature", "text/plain"
+    limit = stream.hub.concurrency_limit
+    if limit is not None and len(stream.hub) >= limit:
+        busy = VoiceResponse()
+        busy.reject(reason="busy")
+        return 200, str(busy), "application/xml"
+    if stream_url is None:
+        path = request.url.path
+        prefix = path[: -len(INCOMING_PATH)] if path.endswith(INCOMING_PATH) else ""
+        stream_url = f"wss://{host}{prefix}{HANDLER_PATH}"
+    parameters = {name: form[name] for name in PASSED_PARAMETERS if form.get(name)}
+    return 200, connect_twiml(stream_url, parameters), "application/xml"
+
+
+async def serve_telephone(stream: Stream, socket: Any) -> None:
+    """Serve Twilio's Media Streams for ``stream`` on ``socket`` (a Litestar or Starlette ``WebSocket``, not yet accepted).
+
+    With an auth token, an upgrade without a valid ``X-Twilio-Signature`` is refused (HTTP 403).
+    """
+    token = auth_token(stream)
+    if token and not _valid_upgrade(socket, token):
+        logger.warning("refused a Media Streams upgrade with an invalid X-Twilio-Signature")
+        await socket.close(code=CLOSE_CODES["invalid_signature"], reason="invalid_signature")  # before accept: HTTP 403
+        return
+    await TwilioSocket(socket, stream, stream_limits(stream)).serve(connection_slots(stream))
+
+
+def telephone_route_handlers(stream: Stream) -> list[Any]:
     """Litestar handlers for ``POST /telephone/incoming`` and ``WS /telephone/handler``."""
 
     @post(INCOMING_PATH, status_code=200)
     async def telephone_incoming(request: Request[Any, Any, Any]) -> Response[str]:
-        form = await request.form()
-        token = auth_token(stream)
-        host = public_host(request.headers, request.url.netloc)
-        if token:
-            scheme = _first(request.headers, "x-forwarded-proto") or request.url.scheme
-            query = f"?{request.url.query}" if request.url.query else ""
-            signed_url = f"{scheme}://{host}{request.url.path}{query}"
-            if not RequestValidator(token).validate(signed_url, form, request.headers.get("x-twilio-signature", "")):
-                logger.warning("refused a telephone webhook with an invalid X-Twilio-Signature")
-                return Response("invalid X-Twilio-Signature", status_code=403, media_type="text/plain")
-        limit = stream.hub.concurrency_limit
-        if limit is not None and len(stream.hub) >= limit:
-            busy = VoiceResponse()
-            busy.reject(reason="busy")
-            return Response(str(busy), media_type="application/xml")
-        prefix = request.url.path[: -len(INCOMING_PATH)] if request.url.path.endswith(INCOMING_PATH) else ""
-        parameters = {name: str(form[name]) for name in PASSED_PARAMETERS if form.get(name)}
-        twiml = connect_twiml(f"wss://{host}{prefix}{HANDLER_PATH}", parameters)
-        return Response(twiml, media_type="application/xml")
+        status, body, media_type = await incoming_call(stream, request)
+        return Response(body, status_code=status, media_type=media_type)
 
     @websocket(HANDLER_PATH)
     async def telephone_handler(socket: WebSocket) -> None:
-        token = auth_token(stream)
-        if token and not _valid_upgrade(socket, token):
-            logger.warning("refused a Media Streams upgrade with an invalid X-Twilio-Signature")
-            await socket.close(code=CLOSE_CODES["invalid_signature"], reason="invalid_signature")  # before accept: HTTP 403
-            return
-        await TwilioSocket(socket, stream, limits).serve(slots)
+        await serve_telephone(stream, socket)
 
     return [telephone_incoming, telephone_handler]
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-from abc import ABC, abstractmethod
 import logging
+import weakref
+from abc import ABC, abstractmethod
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,16 @@ from flowrtc.session import Session
 if TYPE_CHECKING:
     from flowrtc.stream import Stream
 
-__all__ = ["websocket_route_handlers", "MediaSocket", "FastRTCSocket", "Playout", "decode_json", "decode_base64"]
+__all__ = [
+    "websocket_route_handlers",
+    "serve_websocket",
+    "connection_slots",
+    "MediaSocket",
+    "FastRTCSocket",
+    "Playout",
+    "decode_json",
+    "decode_base64",
+]
 
 logger = logging.getLogger("flowrtc.websocket")
 
@@ -60,6 +70,35 @@ DEFAULT_INPUT_RATE = 48_000
 DEFAULT_OUTPUT_RATE = 24_000
 MIN_RATE, MAX_RATE = 8_000, 96_000
 _MAX_ID_CHARS = 256
+
+
+def _disconnect_errors() -> tuple[type[BaseException], ...]:
+    """What sending on a WebSocket whose client has gone raises, in Litestar and in Starlette."""
+    errors: list[type[BaseException]] = [WebSocketDisconnect, OSError, RuntimeError]
+    try:
+        from starlette.websockets import WebSocketDisconnect as StarletteDisconnect
+    except ImportError:
+        pass
+    else:
+        errors.append(StarletteDisconnect)
+    return tuple(errors)
+
+
+_DISCONNECTED = _disconnect_errors()
+_slots: weakref.WeakKeyDictionary[Any, ConnectionSlots] = weakref.WeakKeyDictionary()
+
+
+def connection_slots(stream: Any) -> ConnectionSlots:
+    """The WebSocket connections open on ``stream``, counted against ``Limits.max_connections``.
+
+    One count per Stream, shared by its FastRTC-protocol and phone routes, by every app it
+    is mounted on, and by its :meth:`~flowrtc.stream.Stream.websocket_offer` and
+    :meth:`~flowrtc.stream.Stream.telephone_handler` in routes of your own.
+    """
+    slots = _slots.get(stream)
+    if slots is None:
+        slots = _slots[stream] = ConnectionSlots(stream_limits(stream).max_connections)
+    return slots
 
 
 def decode_json(text: str) -> dict[str, Any]:
@@ -256,7 +295,7 @@ class MediaSocket(ABC):
             return
         try:
             await self.socket.send(message)
-        except (WebSocketDisconnect, OSError, RuntimeError):
+        except _DISCONNECTED:
             self.lost()
 
     async def send_text(self, text: str) -> None:
@@ -522,18 +561,24 @@ def _rate(message: dict[str, Any], key: str, default: int) -> int:
     return value
 
 
+async def serve_websocket(stream: Stream, socket: Any) -> None:
+    """Serve FastRTC's WebSocket protocol for ``stream`` on ``socket``, until it closes.
+
+    ``socket`` is a Litestar or a Starlette/FastAPI ``WebSocket``, not yet accepted;
+    :meth:`~flowrtc.stream.Stream.websocket_offer` calls this from a route of your own.
+    """
+    await FastRTCSocket(socket, stream, stream_limits(stream)).serve(connection_slots(stream))
+
+
 def websocket_route_handlers(stream: Stream) -> list[Any]:
     """Litestar handlers for ``WS /websocket/offer`` and the telephone routes of ``stream``.
 
-    The routes share one :class:`~flowrtc.limits.ConnectionSlots` (``Limits.max_connections``).
+    The routes share the stream's :func:`connection_slots` (``Limits.max_connections``).
     """
     from flowrtc.adapters.twilio import telephone_route_handlers
 
-    limits = stream_limits(stream)
-    slots = ConnectionSlots(limits.max_connections)
-
     @websocket("/websocket/offer")
     async def websocket_offer(socket: WebSocket) -> None:
-        await FastRTCSocket(socket, stream, limits).serve(slots)
+        await serve_websocket(stream, socket)
 
-    return [websocket_offer, *telephone_route_handlers(stream, limits=limits, slots=slots)]
+    return [websocket_offer, *telephone_route_handlers(stream)]
