@@ -20,13 +20,15 @@ redirected, e.g. to a test server or a proxy:
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from typing import Any, Literal
+from contextlib import contextmanager
+from typing import Any, Iterator, Literal, NamedTuple
 
 import anyio
 
@@ -59,26 +61,30 @@ class TurnCredentialsError(FlowRTCError):
     """A TURN provider refused the request or answered with something unusable."""
 
 
-def _request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None) -> Any:
-    """One HTTP request; the JSON it returned, or :class:`TurnCredentialsError`."""
-    if not url.startswith(("https://", "http://")):
-        raise ConfigurationError(f"credential endpoints are http(s) URLs, got {url!r}")
-    request = urllib.request.Request(url, data=body, method=method, headers={"Accept": "application/json", **(headers or {})})
+class _Call(NamedTuple):
+    """One credentials request, before it is sent."""
+
+    url: str
+    method: str
+    headers: dict[str, str]
+    body: bytes | None
+    provider: str
+
+
+def _send(call: _Call) -> dict[str, Any]:
+    """Send ``call`` with the standard library; the ICE configuration it got, or :class:`TurnCredentialsError`."""
+    if not call.url.startswith(("https://", "http://")):
+        raise ConfigurationError(f"credential endpoints are http(s) URLs, got {call.url!r}")
+    headers = {"Accept": "application/json", **call.headers}
+    request = urllib.request.Request(call.url, data=call.body, method=call.method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310 (scheme checked above)
-            payload = response.read(_MAX_RESPONSE_BYTES + 1)
+            return _answer(call, response.status, response.read(_MAX_RESPONSE_BYTES + 1))
     except urllib.error.HTTPError as exc:
-        detail = exc.read(2000).decode("utf-8", "replace").strip()
-        raise TurnCredentialsError(f"{method} {_redact(url)} failed: HTTP {exc.code} {detail}".rstrip()) from None
+        return _answer(call, exc.code, exc.read(2000))
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TurnCredentialsError(f"{method} {_redact(url)} failed: {reason}") from None
-    if len(payload) > _MAX_RESPONSE_BYTES:
-        raise TurnCredentialsError(f"{_redact(url)} answered with more than {_MAX_RESPONSE_BYTES} bytes")
-    try:
-        return json.loads(payload)
-    except ValueError:
-        raise TurnCredentialsError(f"{_redact(url)} did not answer with JSON: {payload[:200]!r}") from None
+        raise TurnCredentialsError(f"{call.method} {_redact(call.url)} failed: {reason}") from None
 
 
 def _redact(url: str) -> str:
@@ -107,10 +113,14 @@ def _check_ttl(ttl: int) -> int:
 
 
 # -- Hugging Face (deprecated) ------------------------------------------------------------
-def _hf(token: str, ttl: int) -> dict[str, Any]:
+def _hf_call(token: str, ttl: int) -> _Call:
     base = os.environ.get("FLOWRTC_HF_TURN_URL", HF_TURN_URL)
     url = f"{base}?{urllib.parse.urlencode({'ttl': ttl})}"
-    return _configuration(_request(url, headers={"Authorization": f"Bearer {token}"}), "the Hugging Face TURN service")
+    return _Call(url, "GET", {"Authorization": f"Bearer {token}"}, None, "the Hugging Face TURN service")
+
+
+def _hf(token: str, ttl: int) -> dict[str, Any]:
+    return _send(_hf_call(token, ttl))
 
 
 def _hf_token(token: str | None) -> str:
@@ -137,13 +147,13 @@ async def get_hf_turn_credentials_async(token: str | None = None, ttl: int = DEF
 
 
 # -- Cloudflare ---------------------------------------------------------------------------
-def _cloudflare(turn_key_id: str | None, turn_key_api_token: str | None, hf_token: str | None, ttl: int) -> dict[str, Any]:
+def _cloudflare_call(turn_key_id: str | None, turn_key_api_token: str | None, hf_token: str | None, ttl: int) -> _Call:
     _check_ttl(ttl)
-    key_id = turn_key_id or os.environ.get("CLOUDFLARE_TURN_KEY_ID")
-    api_token = turn_key_api_token or os.environ.get("CLOUDFLARE_TURN_KEY_API_TOKEN")
+    key_id = turn_key_id or os.environ.get("CLOUDFLARE_TURN_KEY_ID") or os.environ.get("TURN_KEY_ID")
+    api_token = turn_key_api_token or os.environ.get("CLOUDFLARE_TURN_KEY_API_TOKEN") or os.environ.get("TURN_KEY_API_TOKEN")
     hf_token = hf_token or (None if key_id and api_token else os.environ.get("HF_TOKEN"))
     if hf_token:
-        return _hf(hf_token, ttl)
+        return _hf_call(hf_token, ttl)
     if not key_id or not api_token:
         missing = [name for name, value in (("CLOUDFLARE_TURN_KEY_ID", key_id), ("CLOUDFLARE_TURN_KEY_API_TOKEN", api_token)) if not value]
         raise ConfigurationError(
@@ -152,13 +162,37 @@ def _cloudflare(turn_key_id: str | None, turn_key_api_token: str | None, hf_toke
         )
     base = os.environ.get("FLOWRTC_CLOUDFLARE_TURN_API", CLOUDFLARE_API).rstrip("/")
     url = f"{base}/{urllib.parse.quote(key_id, safe='')}/credentials/generate-ice-servers"
-    data = _request(
-        url,
-        method="POST",
-        headers={"Authorization": f"Bearer {api_token}", "Content-Type": "application/json"},
-        body=json.dumps({"ttl": ttl}).encode(),
-    )
-    return _configuration(data, "Cloudflare")
+    headers = {"Authorization": f"Bearer {api_token}", "Content-Type": "application/json"}
+    return _Call(url, "POST", headers, json.dumps({"ttl": ttl}).encode(), "Cloudflare")
+
+
+def _answer(call: _Call, status: int, payload: bytes) -> dict[str, Any]:
+    """The ICE configuration in a provider's HTTP answer, or :class:`TurnCredentialsError`."""
+    if status >= 400:
+        detail = payload[:2000].decode("utf-8", "replace").strip()
+        raise TurnCredentialsError(f"{call.method} {_redact(call.url)} failed: HTTP {status} {detail}".rstrip())
+    if len(payload) > _MAX_RESPONSE_BYTES:
+        raise TurnCredentialsError(f"{_redact(call.url)} answered with more than {_MAX_RESPONSE_BYTES} bytes")
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        raise TurnCredentialsError(f"{_redact(call.url)} did not answer with JSON: {payload[:200]!r}") from None
+    return _configuration(data, call.provider)
+
+
+@contextmanager
+def _client_errors(call: _Call) -> Iterator[None]:
+    """The caller's HTTP client failing (an ``httpx.HTTPError``, a socket error) as :class:`TurnCredentialsError`."""
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, OSError) and type(exc).__module__.split(".")[0] != "httpx":
+            raise
+        raise TurnCredentialsError(f"{call.method} {_redact(call.url)} failed: {exc}") from None
+
+
+def _client_request(call: _Call) -> tuple[tuple[str, str], dict[str, Any]]:
+    return (call.method, call.url), {"headers": {"Accept": "application/json", **call.headers}, "content": call.body, "timeout": _TIMEOUT_S}
 
 
 def get_cloudflare_turn_credentials(
@@ -166,22 +200,33 @@ def get_cloudflare_turn_credentials(
     turn_key_api_token: str | None = None,
     hf_token: str | None = None,
     ttl: int = DEFAULT_TTL_S,
+    client: Any = None,
 ) -> dict[str, Any]:
     """Short-lived TURN credentials from Cloudflare (``{"iceServers": [...]}``).
 
-    With a Cloudflare TURN key (``turn_key_id``/``turn_key_api_token`` or
-    ``CLOUDFLARE_TURN_KEY_ID``/``CLOUDFLARE_TURN_KEY_API_TOKEN``) the credentials
-    come from Cloudflare's API; otherwise a Hugging Face token (``hf_token`` or
-    ``HF_TOKEN``) gets them from Hugging Face's Cloudflare-backed service. An
+    With a Cloudflare TURN key (``turn_key_id``/``turn_key_api_token``, or the
+    ``CLOUDFLARE_TURN_KEY_ID``/``CLOUDFLARE_TURN_KEY_API_TOKEN`` environment variables,
+    or ``TURN_KEY_ID``/``TURN_KEY_API_TOKEN`` as FastRTC's guide names them) the
+    credentials come from Cloudflare's API; otherwise a Hugging Face token (``hf_token``
+    or ``HF_TOKEN``) gets them from Hugging Face's Cloudflare-backed service. An
     explicit ``hf_token`` wins; ``HF_TOKEN`` in the environment does not override
     a configured Cloudflare key (it is often set just to download models). ``ttl``: lifetime in seconds (Cloudflare allows
-    up to 48 h). URLs on port 53, which browsers block, are removed.
+    up to 48 h). URLs on port 53, which browsers block, are removed. ``client``: an
+    ``httpx.Client`` to send the request with (by default the standard library's).
 
     Raises:
-        ConfigurationError: no key and no token.
+        ConfigurationError: no key and no token, or an async ``client`` (use the async function).
         TurnCredentialsError: the provider refused or could not be reached.
     """
-    return _cloudflare(turn_key_id, turn_key_api_token, hf_token, ttl)
+    call = _cloudflare_call(turn_key_id, turn_key_api_token, hf_token, ttl)
+    if client is None:
+        return _send(call)
+    if inspect.iscoroutinefunction(getattr(client, "request", None)):
+        raise ConfigurationError("an httpx.AsyncClient needs get_cloudflare_turn_credentials_async; pass an httpx.Client here")
+    args, options = _client_request(call)
+    with _client_errors(call):
+        response = client.request(*args, **options)
+    return _answer(call, response.status_code, response.content)
 
 
 async def get_cloudflare_turn_credentials_async(
@@ -189,9 +234,22 @@ async def get_cloudflare_turn_credentials_async(
     turn_key_api_token: str | None = None,
     hf_token: str | None = None,
     ttl: int = DEFAULT_TTL_S,
+    client: Any = None,
 ) -> dict[str, Any]:
-    """Async :func:`get_cloudflare_turn_credentials` (the request runs in a worker thread)."""
-    return await anyio.to_thread.run_sync(_cloudflare, turn_key_id, turn_key_api_token, hf_token, ttl)
+    """Async :func:`get_cloudflare_turn_credentials`.
+
+    ``client``: an ``httpx.AsyncClient`` (or ``httpx.Client``) to send the request with;
+    without one the request runs in a worker thread.
+    """
+    call = _cloudflare_call(turn_key_id, turn_key_api_token, hf_token, ttl)
+    if client is None:
+        return await anyio.to_thread.run_sync(_send, call)
+    args, options = _client_request(call)
+    with _client_errors(call):
+        response = client.request(*args, **options)
+        if inspect.isawaitable(response):
+            response = await response
+    return _answer(call, response.status_code, response.content)
 
 
 # -- Twilio -------------------------------------------------------------------------------
@@ -209,13 +267,9 @@ def get_twilio_turn_credentials(twilio_sid: str | None = None, twilio_token: str
     base = os.environ.get("FLOWRTC_TWILIO_API", TWILIO_API).rstrip("/")
     url = f"{base}/2010-04-01/Accounts/{urllib.parse.quote(sid, safe='')}/Tokens.json"
     basic = base64.b64encode(f"{sid}:{token}".encode()).decode()
-    data = _request(
-        url,
-        method="POST",
-        headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
-        body=urllib.parse.urlencode({"Ttl": _check_ttl(ttl)}).encode(),
-    )
-    return {**_configuration(data, "Twilio"), "iceTransportPolicy": "relay"}
+    headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"}
+    body = urllib.parse.urlencode({"Ttl": _check_ttl(ttl)}).encode()
+    return {**_send(_Call(url, "POST", headers, body, "Twilio")), "iceTransportPolicy": "relay"}
 
 
 async def get_twilio_turn_credentials_async(twilio_sid: str | None = None, twilio_token: str | None = None, ttl: int = 86400) -> dict[str, Any]:

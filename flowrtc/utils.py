@@ -124,13 +124,19 @@ def aggregate_bytes_to_16bit(chunks_iterator: Iterable[bytes]) -> Iterator[np.nd
             yield samples
 
 
-async def async_aggregate_bytes_to_16bit(chunks_iterator: AsyncIterable[bytes]) -> AsyncIterator[np.ndarray]:
-    """:func:`aggregate_bytes_to_16bit` for an async iterable of byte chunks."""
+async def async_aggregate_bytes_to_16bit(chunks_iterator: AsyncIterable[bytes] | Iterable[bytes]) -> AsyncIterator[np.ndarray]:
+    """:func:`aggregate_bytes_to_16bit` for an async iterable of byte chunks (a plain iterable works too)."""
     aggregator = _Int16Aggregator()
-    async for chunk in chunks_iterator:
+    chunks = chunks_iterator if isinstance(chunks_iterator, AsyncIterable) else _each(chunks_iterator)
+    async for chunk in chunks:
         samples = aggregator.push(chunk)
         if samples is not None:
             yield samples
+
+
+async def _each(items: Iterable[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
 
 
 def _samples(audio: tuple[int, np.ndarray] | np.ndarray | AudioChunk) -> np.ndarray:

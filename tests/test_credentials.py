@@ -104,7 +104,7 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[Provider]:
     monkeypatch.setenv("FLOWRTC_CLOUDFLARE_TURN_API", f"{base}/cloudflare")
     monkeypatch.setenv("FLOWRTC_HF_TURN_URL", f"{base}/hf/credentials")
     monkeypatch.setenv("FLOWRTC_TWILIO_API", f"{base}/twilio")
-    for name in ("HF_TOKEN", "CLOUDFLARE_TURN_KEY_ID", "CLOUDFLARE_TURN_KEY_API_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
+    for name in ("HF_TOKEN", "CLOUDFLARE_TURN_KEY_ID", "CLOUDFLARE_TURN_KEY_API_TOKEN", "TURN_KEY_ID", "TURN_KEY_API_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     try:
         yield state
@@ -148,6 +148,53 @@ def test_cloudflare_reads_its_environment_variables(provider: Provider, monkeypa
     assert provider.requests[-1]["headers"]["Authorization"] == "Bearer env-token"
     assert json.loads(provider.requests[-1]["body"]) == {"ttl": 600}
     assert config["iceServers"][1]["username"] == "cf-user"
+
+
+def test_cloudflare_reads_the_variable_names_of_fastrtcs_guide(provider: Provider, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TURN_KEY_ID", "guide-key")  # "Make sure the TURN_KEY_ID and TURN_KEY_API_TOKEN environment variables are set"
+    monkeypatch.setenv("TURN_KEY_API_TOKEN", "guide-token")
+    get_cloudflare_turn_credentials()
+    assert provider.requests[-1]["path"] == "/cloudflare/guide-key/credentials/generate-ice-servers"
+    assert provider.requests[-1]["headers"]["Authorization"] == "Bearer guide-token"
+    monkeypatch.setenv("CLOUDFLARE_TURN_KEY_ID", "reference-key")  # the reference's names win
+    get_cloudflare_turn_credentials()
+    assert provider.requests[-1]["path"] == "/cloudflare/reference-key/credentials/generate-ice-servers"
+
+
+@pytest.mark.anyio
+async def test_cloudflare_through_the_callers_httpx_client(provider: Provider, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    sent: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        sent.append(f"{request.method} {request.url.path}")
+
+    async def arecord(request: httpx.Request) -> None:
+        record(request)
+
+    expected = get_cloudflare_turn_credentials(turn_key_id="k", turn_key_api_token="t")
+    with httpx.Client(event_hooks={"request": [record]}) as client:
+        assert get_cloudflare_turn_credentials(turn_key_id="k", turn_key_api_token="t", client=client) == expected
+        async with httpx.AsyncClient() as wrong:
+            with pytest.raises(ConfigurationError, match="async"):
+                get_cloudflare_turn_credentials(turn_key_id="k", turn_key_api_token="t", client=wrong)
+    async with httpx.AsyncClient(event_hooks={"request": [arecord]}) as aclient:
+        assert await get_cloudflare_turn_credentials_async(hf_token="hf_x", client=aclient) == {"iceServers": expected["iceServers"][1:]}
+        provider.status = 401
+        with pytest.raises(TurnCredentialsError, match="HTTP 401"):
+            await get_cloudflare_turn_credentials_async(turn_key_id="k", turn_key_api_token="t", client=aclient)
+    assert sent == ["POST /cloudflare/k/credentials/generate-ice-servers", "GET /hf/credentials", "POST /cloudflare/k/credentials/generate-ice-servers"]
+    assert [r["headers"]["Authorization"] for r in provider.requests[1:]] == ["Bearer t", "Bearer hf_x", "Bearer t"]
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    monkeypatch.setenv("FLOWRTC_CLOUDFLARE_TURN_API", f"http://127.0.0.1:{closed_port}/v1/turn/keys")
+    async with httpx.AsyncClient() as aclient:
+        with pytest.raises(TurnCredentialsError, match="failed"):  # httpx.ConnectError, translated
+            await get_cloudflare_turn_credentials_async(turn_key_id="k", turn_key_api_token="t", client=aclient)
 
 
 def test_cloudflare_through_a_hugging_face_token(provider: Provider, monkeypatch: pytest.MonkeyPatch) -> None:

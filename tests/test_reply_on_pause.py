@@ -353,3 +353,23 @@ async def test_turn_audio_goes_to_a_worker_thread_only_for_a_long_conversion(mon
     # 48 kHz out: a 3 s reply is resampled off the loop; the ~2 s turn converted to 16 kHz too
     await arun(ReplyOnPause(fn, input_sample_rate=16000, output_sample_rate=48000), audio=join(hello, 1.0))
     assert heard == [8000, 16000] and sorted(trips) == ["_to_user_audio", "push"]
+
+
+def test_a_subclass_overriding_fastrtcs_per_frame_internals_is_refused_when_defined() -> None:
+    """A Stream never calls FastRTC's determine_pause/process_audio/receive/emit on a ReplyOnPause:
+    an override would be silently dead, so defining one fails with what to do instead."""
+    from flowrtc.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="overrides determine_pause: .*algo_options") as refused:
+
+        class LouderPause(ReplyOnPause):
+            def determine_pause(self, audio: Any, sampling_rate: int, state: Any) -> bool:
+                return True
+
+    assert "docs/turn-taking.md" in str(refused.value)
+
+    class Named(ReplyOnPause):  # other overrides are fine
+        def __repr__(self) -> str:
+            return "Named()"
+
+    assert repr(Named(lambda audio: audio)) == "Named()"

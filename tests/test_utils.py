@@ -139,6 +139,9 @@ async def test_async_aggregate_bytes_to_16bit() -> None:
 
     out = [chunk async for chunk in async_aggregate_bytes_to_16bit(chunks())]
     assert [chunk.tolist() for chunk in out] == [[[256]], [[770]]]
+    # FastRTC's reference shows it with a list of byte strings.
+    listed = [chunk async for chunk in async_aggregate_bytes_to_16bit([b"\x00", b"\x01\x02", b"\x03", b""])]
+    assert [chunk.tolist() for chunk in listed] == [[[256]], [[770]]]
 
 
 # ---------------------------------------------------------------------------------- context

@@ -77,6 +77,21 @@ class ReplyOnPause:
             in FastRTC.
     """
 
+    #: FastRTC's per-frame internals. A FastRTC subclass could override them; here turn-taking
+    #: is the graph's ``vad | pause_gate`` and a Stream never calls them, so an override is refused.
+    _FASTRTC_INTERNALS = ("determine_pause", "process_audio", "async_iterate", "receive", "emit")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        overridden = [name for name in ReplyOnPause._FASTRTC_INTERNALS if name in vars(cls)]
+        if overridden:
+            raise ConfigurationError(
+                f"{cls.__name__} overrides {', '.join(overridden)}: in flowrtc ReplyOnPause is a graph "
+                "(vad | pause_gate | reply | interrupt), and a Stream never calls these methods. Choose "
+                "when a turn ends with algo_options/model_options/model=, or compose the operators with "
+                "a stage of your own (docs/turn-taking.md); shape the reply in fn."
+            )
+
     def __init__(
         self,
         fn: Callable[..., Any],
