@@ -40,6 +40,7 @@ from flowrtc import (
     skip_frames,
     wait_for_item,
 )
+from flowrtc.events import Warning as WarningEvent
 from flowrtc.session import Session
 from flowrtc.testing import arun, audio_frames
 
@@ -466,6 +467,48 @@ async def test_latest_args_keeps_fastrtcs_placeholder_and_sees_the_newest_inputs
     await arun(handler.graph(), audio=noise(0.1, 48000), inputs=[(0.05, (0.77, "x"))])
     assert handler.args_seen[0] == ["__webrtc_value__"]
     assert handler.args_seen[-1] == ["__webrtc_value__", 0.77, "x"]
+
+
+async def test_channel_sends_to_the_client_from_sync_and_async_code() -> None:
+    """FastRTC's ``if self.channel: self.channel.send(...)`` idiom, and ``channel_set``."""
+    seen: dict[str, Any] = {}
+
+    class Talks(Echo):
+        def receive(self, frame: Any) -> None:  # a worker thread
+            seen["set"] = self.channel_set.is_set()
+            if self.channel:
+                self.channel.send("from receive")
+            super().receive(frame)
+
+        def copy(self) -> Talks:
+            return Talks()
+
+    class AsyncTalks(AsyncStreamHandler):
+        async def start_up(self) -> None:  # the event loop
+            await self.channel_set.wait()
+            assert self.channel is not None
+            self.channel.send({"type": "warning", "data": "from start_up"})
+
+        async def receive(self, frame: Any) -> None:
+            pass
+
+        async def emit(self) -> None:
+            return None
+
+        def copy(self) -> AsyncTalks:
+            return AsyncTalks()
+
+    assert Talks().channel is None and not Talks().channel_set.is_set()  # no session yet
+    for handler, expected in ((Talks(), Log(data="from receive")), (AsyncTalks(), WarningEvent(message="from start_up"))):
+        stream = Stream(handler, modality="audio")
+        async with stream.session("talks", transport="test") as session:
+            await session.send(noise(0.02, 48000))
+            with anyio.fail_after(5):
+                item = await session.receive()
+                while isinstance(item, AudioChunk):
+                    item = await session.receive()
+        assert item == expected
+    assert seen == {"set": True}
 
 
 async def test_wait_for_args_sync_asks_the_client_and_waits() -> None:

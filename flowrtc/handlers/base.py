@@ -47,6 +47,7 @@ __all__ = [
     "AsyncStreamHandler",
     "AudioVideoStreamHandler",
     "AsyncAudioVideoStreamHandler",
+    "ClientChannel",
     "ARGS_PLACEHOLDER",
     "resolve_args",
     "as_message",
@@ -127,6 +128,7 @@ class StreamHandlerBase:
     _args_source: list[Any] | None = None
     _phone_mode_override: bool | None = None
     _input_defaults: Sequence[Any] = ()
+    _channel_set: asyncio.Event | None = None
 
     def __init__(
         self,
@@ -170,6 +172,8 @@ class StreamHandlerBase:
         self._driver = driver
         self._bound_session = session
         self._bound_loop = loop
+        if self._channel_set is not None and session is not None:
+            self._channel_set.set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -252,6 +256,25 @@ class StreamHandlerBase:
             self._in_loop_soon(session.clear_args)
 
     # -- the client -----------------------------------------------------------------------
+    @property
+    def channel(self) -> ClientChannel | None:
+        """FastRTC's ``channel``: the way to this session's client (``None`` outside a session).
+
+        ``self.channel.send(msg)`` sends a message as :meth:`send_message` does, on every
+        transport (FastRTC's was the WebRTC data channel). It does not wait; from a worker
+        thread the message goes out as soon as the event loop can send it.
+        """
+        return ClientChannel(self) if self._session() is not None else None
+
+    @property
+    def channel_set(self) -> asyncio.Event:
+        """FastRTC's ``channel_set``: an event set once :attr:`channel` can be used (the handler runs in a session)."""
+        if self._channel_set is None:
+            self._channel_set = asyncio.Event()
+        if self._session() is not None:
+            self._channel_set.set()
+        return self._channel_set
+
     async def send_message(self, msg: Any) -> None:
         """Send a message to this session's client (text, ``{"type", "data"}`` or an event)."""
         event = as_message(msg)
@@ -426,3 +449,18 @@ def missing_methods(handler: StreamHandlerBase) -> list[str]:
         if getattr(type(handler), name, None) is getattr(base, name, None):
             missing.append(name)
     return missing
+
+
+class ClientChannel:
+    """What ``handler.channel`` gives: FastRTC's data-channel ``send`` on any transport."""
+
+    __slots__ = ("_handler",)
+
+    def __init__(self, handler: StreamHandlerBase) -> None:
+        self._handler = handler
+
+    def send(self, msg: Any) -> None:
+        """Queue ``msg`` for the client (text, ``{"type", "data"}`` or an event) without waiting."""
+        event = as_message(msg)
+        session = self._handler._require_session("channel.send")
+        self._handler._in_loop_soon(lambda: session.emit_nowait(event))
