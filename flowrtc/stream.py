@@ -8,6 +8,8 @@ Transports open sessions through :meth:`Stream.session`.
 
 from __future__ import annotations
 
+import os
+import warnings
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Literal, Sequence
 
@@ -20,7 +22,7 @@ from flowrtc.limits import Limits
 from flowrtc.operators.core import operator, scoped
 from flowrtc.session import Session, current_session
 
-__all__ = ["Stream", "Modality", "Mode"]
+__all__ = ["Stream", "PageUI", "Modality", "Mode"]
 
 Modality = Literal["audio", "video", "audio-video"]
 Mode = Literal["send-receive", "send", "receive"]
@@ -308,8 +310,52 @@ class Stream:
 
         serve(self, host=host, port=port, **uvicorn_options)
 
+    @property
+    def ui(self) -> PageUI:
+        """FastRTC's ``stream.ui``, so ``stream.ui.launch()`` runs unchanged: it serves the built-in page.
+
+        FastRTC's ``ui`` is a Gradio app; flowrtc has no Gradio. Only ``launch`` is offered
+        (see :class:`PageUI`); ``gr.mount_gradio_app(app, stream.ui, ...)`` has no
+        counterpart: use :meth:`mount`.
+        """
+        return PageUI(self)
+
+    def fastphone(self, *args: Any, **kwargs: Any) -> None:
+        """Not available: FastRTC's temporary phone number comes from a Hugging Face service.
+
+        Raises :class:`~flowrtc.errors.ConfigurationError` saying what to do instead: point a
+        Twilio number's voice webhook at ``/telephone/incoming`` (docs/websocket-and-phone.md).
+        """
+        raise ConfigurationError(
+            "stream.fastphone() needs FastRTC's Hugging Face phone service, which flowrtc does not use: "
+            "serve the stream (stream.launch() or flowrtc run) and point a Twilio number's voice webhook "
+            "at https://<your host>/telephone/incoming (docs/websocket-and-phone.md)"
+        )
+
     def __repr__(self) -> str:
         return f"Stream(modality={self.modality!r}, mode={self.mode!r}, handler={type(self.handler).__name__})"
+
+
+class PageUI:
+    """What ``stream.ui`` is in flowrtc: a ``launch`` that serves the built-in page, as FastRTC's Gradio UI did.
+
+    ``launch(server_name=..., server_port=...)`` takes Gradio's names for the address: the host
+    defaults to ``127.0.0.1`` (or ``GRADIO_SERVER_NAME``), the port to Gradio's 7860 (or
+    ``GRADIO_SERVER_PORT``). Gradio's other options (``share``, ``inbrowser``, ...) have no
+    counterpart and are ignored with a warning.
+    """
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    def launch(self, server_name: str | None = None, server_port: int | None = None, **gradio_options: Any) -> None:
+        """Serve the stream's app with its built-in page until interrupted (blocking)."""
+        ignored = sorted(name for name, value in gradio_options.items() if value not in (None, False))
+        if ignored:
+            warnings.warn(f"stream.ui.launch() ignores Gradio's {', '.join(ignored)}: flowrtc serves its own page", stacklevel=2)
+        host = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+        port = server_port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+        self.stream.launch(host=host, port=port)
 
 
 def _framework_response(request: Any, body: str, status: int, media_type: str) -> Any:

@@ -1220,3 +1220,56 @@ async def test_stream_route_methods_serve_on_a_fastapi_apps_own_routes(media_dir
     with anyio.fail_after(10):
         while len(stream.hub):
             await anyio.sleep(0.05)
+
+
+def test_stream_ui_launch_serves_the_built_in_page(tmp_path: Path) -> None:
+    """The last line of most FastRTC apps, ``stream.ui.launch()``, runs unchanged: a real
+    server process on Gradio's address options, answering with the page and its config."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = tmp_path / "app.py"
+    app.write_text(
+        textwrap.dedent(
+            f"""
+            from fastrtc import ReplyOnPause, Stream
+
+            def echo(audio):
+                yield audio
+
+            stream = Stream(handler=ReplyOnPause(echo), modality="audio", mode="send-receive")
+            stream.ui.launch(server_name="127.0.0.1", server_port={port}, share=True)
+            """
+        ).replace("from fastrtc import", "from flowrtc import")
+    )
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, str(app)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).json()["modality"] == "audio"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    assert "ignores Gradio's share" in log.read_text()
+
+
+def test_fastphone_says_what_to_do_instead() -> None:
+    from flowrtc.errors import ConfigurationError
+
+    stream = Stream(handler=flowrtc.ReplyOnPause(lambda audio: audio), modality="audio", mode="send-receive")
+    with pytest.raises(ConfigurationError, match="/telephone/incoming"):
+        stream.fastphone(token="hf_x", host="127.0.0.1", port=8000)
