@@ -85,6 +85,21 @@ async def test_webhook_signature_is_checked() -> None:
         assert (await http.post(url, data=form, headers=headers)).status_code == 200
 
 
+async def test_a_webhook_configured_as_get_is_answered_and_checked() -> None:
+    """Twilio can call the voice URL with GET: the fields come in the query, and the signature covers the whole URL."""
+    stream = Stream(phone_echo([]), modality="audio", concurrency_limit=None, twilio_auth_token=TOKEN)
+    fields = {"CallSid": CALL, "From": "+15551230000", "To": "+15557650000"}
+    async with serve(stream) as host, httpx.AsyncClient() as http:
+        url = f"http://{host}/telephone/incoming?{httpx.QueryParams(fields)}"
+        good = RequestValidator(TOKEN).compute_signature(url, {})
+        answer = await http.get(url, headers={"X-Twilio-Signature": good})
+        assert answer.status_code == 200
+        stream_el = ET.fromstring(answer.text).find("./Connect/Stream")
+        assert stream_el is not None and {p.get("name"): p.get("value") for p in stream_el.findall("Parameter")} == fields
+        tampered = url.replace("%2B15551230000", "%2B10000000000")
+        assert (await http.get(tampered, headers={"X-Twilio-Signature": good})).status_code == 403
+
+
 async def test_websocket_upgrade_signature_is_checked() -> None:
     stream = Stream(phone_echo([]), modality="audio", concurrency_limit=None, twilio_auth_token=TOKEN)
     async with serve(stream) as host:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
-from litestar import Request, Response, WebSocket, post, websocket
+from litestar import Request, Response, WebSocket, route, websocket
 from litestar.datastructures import Headers
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
@@ -272,7 +272,11 @@ async def incoming_call(stream: Stream, request: Any, *, stream_url: str | None 
     prefix as the webhook when that is ``.../telephone/incoming``). With an auth token, a
     request without a valid ``X-Twilio-Signature`` gets 403.
     """
-    form = await _webhook_form(request, stream_limits(stream).max_message_bytes)
+    if request.method == "GET":  # a webhook configured as GET: the fields are in the (signed) URL
+        form: dict[str, str] | None = dict(parse_qsl(request.url.query, keep_blank_values=True))
+        signed_fields: dict[str, str] = {}
+    else:
+        form = signed_fields = await _webhook_form(request, stream_limits(stream).max_message_bytes)
     if form is None:
         return 413, "webhook body too large", "text/plain"
     token = auth_token(stream)
@@ -281,7 +285,7 @@ async def incoming_call(stream: Stream, request: Any, *, stream_url: str | None 
         scheme = _first(request.headers, "x-forwarded-proto") or request.url.scheme
         query = f"?{request.url.query}" if request.url.query else ""
         signed_url = f"{scheme}://{host}{request.url.path}{query}"
-        if not RequestValidator(token).validate(signed_url, form, request.headers.get("x-twilio-signature", "")):
+        if not RequestValidator(token).validate(signed_url, signed_fields, request.headers.get("x-twilio-signature", "")):
             logger.warning("refused a telephone webhook with an invalid X-Twilio-Signature")
             return 403, "invalid X-Twilio-Signature", "text/plain"
     limit = stream.hub.concurrency_limit
@@ -311,9 +315,9 @@ async def serve_telephone(stream: Stream, socket: Any) -> None:
 
 
 def telephone_route_handlers(stream: Stream) -> list[Any]:
-    """Litestar handlers for ``POST /telephone/incoming`` and ``WS /telephone/handler``."""
+    """Litestar handlers for ``POST /telephone/incoming`` (``GET`` too) and ``WS /telephone/handler``."""
 
-    @post(INCOMING_PATH, status_code=200)
+    @route(INCOMING_PATH, http_method=["GET", "POST"], status_code=200)
     async def telephone_incoming(request: Request[Any, Any, Any]) -> Response[str]:
         status, body, media_type = await incoming_call(stream, request)
         return Response(body, status_code=status, media_type=media_type)
