@@ -279,8 +279,9 @@ class Stream:
         """
         from flowrtc.adapters.twilio import incoming_call
 
+        respond = _responder(request)
         status, body, media_type = await incoming_call(self, request, stream_url=stream_url)
-        return _framework_response(request, body, status, media_type)
+        return respond(body, status_code=status, media_type=media_type)
 
     # -- serving (flowrtc.adapters.litestar) -----------------------------------------------
     def routes(self, **options: Any) -> list[Any]:
@@ -358,14 +359,14 @@ class PageUI:
         self.stream.launch(host=host, port=port)
 
 
-def _framework_response(request: Any, body: str, status: int, media_type: str) -> Any:
-    """A response of the framework ``request`` came from (Litestar, else Starlette/FastAPI)."""
+def _responder(request: Any) -> Callable[..., Any]:
+    """The response class of the framework ``request`` came from (Litestar, else Starlette/FastAPI)."""
     from litestar import Request as LitestarRequest
 
     if isinstance(request, LitestarRequest):
         from litestar import Response
 
-        return Response(body, status_code=status, media_type=media_type)
+        return Response
     try:
         from starlette.requests import Request as StarletteRequest
         from starlette.responses import Response as StarletteResponse
@@ -373,5 +374,5 @@ def _framework_response(request: Any, body: str, status: int, media_type: str) -
         pass
     else:
         if isinstance(request, StarletteRequest):
-            return StarletteResponse(body, status_code=status, media_type=media_type)
+            return StarletteResponse
     raise ConfigurationError(f"expected a Litestar or Starlette/FastAPI Request, got {type(request).__name__}")

@@ -1273,3 +1273,17 @@ def test_fastphone_says_what_to_do_instead() -> None:
     stream = Stream(handler=flowrtc.ReplyOnPause(lambda audio: audio), modality="audio", mode="send-receive")
     with pytest.raises(ConfigurationError, match="/telephone/incoming"):
         stream.fastphone(token="hf_x", host="127.0.0.1", port=8000)
+
+
+async def test_route_methods_refuse_what_is_not_a_request_or_an_offer() -> None:
+    from flowrtc.errors import ConfigurationError
+
+    stream = Stream(handler=flowrtc.ReplyOnPause(lambda audio: audio), modality="audio", mode="send-receive")
+    with pytest.raises(ConfigurationError, match="Starlette/FastAPI Request, got dict"):
+        await stream.handle_incoming_call({"From": "+15551230000"})
+    for body in (None, [], "sdp", {"webrtc_id": 5, "type": "offer", "sdp": "v=0"}, {"webrtc_id": "x", "type": "answer"}):
+        answer = await stream.offer(body)
+        assert answer["status"] == "failed" and answer["meta"]["error"] == "invalid_body", body
+    assert (await stream.offer({"webrtc_id": "x" * 257, "type": "offer", "sdp": "v=0"}))["meta"]["error"] == "invalid_body"
+    unknown = await stream.offer({"webrtc_id": "nobody", "type": "ice-candidate", "candidate": {"candidate": ""}})
+    assert unknown == {"status": "failed", "meta": {"error": "unknown_connection"}}
