@@ -278,6 +278,12 @@ async def test_the_demo_that_make_demo_serves_answers_a_browser(browser: Chromiu
             assert await browser.wait(f"window.flowrtc.logs.some(entry => entry.text === '{log}')", 20), await browser.evaluate("JSON.stringify(window.flowrtc.logs)")
         assert await browser.wait("window.flowrtc.maxReplyRms > 0.02", 10)
         assert await browser.wait("document.body.innerText.includes('you spoke for')", 10), await browser.evaluate("document.body.innerText")
+        # Over WebRTC too the page times its answers, from the levels it hears: end of speech
+        # to the first reply audio, never sooner than the pause that ends a turn (448 ms).
+        assert await browser.wait("window.flowrtc.answerMs.length > 0", 10), await browser.evaluate("JSON.stringify(window.flowrtc)")
+        answers = await browser.evaluate("window.flowrtc.answerMs")
+        assert all(400 < ms < 3000 for ms in answers), answers
+        assert await browser.evaluate("document.getElementById('stat-answer').textContent") == f"{round(answers[-1])} ms"
         assert await browser.evaluate("window.flowrtc.errors.length") == 0
     finally:
         server.terminate()

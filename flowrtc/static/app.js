@@ -23,7 +23,7 @@
     replyRms: 0,
     maxReplyRms: 0,
     clears: 0,
-    answerMs: [], // WebSocket mode: end of the user's speech to the first reply frame, per turn (ms)
+    answerMs: [], // end of the user's speech to the first reply audio, per turn (ms)
     outputRate: null,
     connectedAt: null,
   });
@@ -224,10 +224,50 @@
     $("outputs").prepend(item);
   }
 
+  // -- answer timing: from the end of the user's speech to the first reply audio -----------
+  function speechHeard(now) {
+    lastLoudAt = now;
+    answered = false;
+  }
+
+  // The first reply audio after the user went quiet answers their turn (audio of an older
+  // reply still coming while they speak, until the server's clear, does not: a reply begins
+  // when none came for 300 ms).
+  function replyHeard(now) {
+    const begins = lastReplyAt === null || now - lastReplyAt > 300;
+    lastReplyAt = now;
+    if (begins && !answered && lastLoudAt !== null && now - lastLoudAt > 100) {
+      answered = true;
+      state.answerMs.push(now - lastLoudAt);
+      $("stat-answer").textContent = `${Math.round(now - lastLoudAt)} ms`;
+    }
+  }
+
+  // WebRTC mode has no frames to look at: every 10 ms, the level of the last ~5 ms of the
+  // microphone and of the reply as the page plays them.
+  function timeAnswersByLevel(source, kind) {
+    const analyser = audioContext.createAnalyser();
+    analyser.fftSize = 256;
+    source.connect(analyser);
+    const samples = new Float32Array(analyser.fftSize);
+    timers.push(
+      setInterval(() => {
+        analyser.getFloatTimeDomainData(samples);
+        let sum = 0;
+        for (const sample of samples) sum += sample * sample;
+        if (Math.sqrt(sum / samples.length) <= LOUD_RMS) return;
+        if (kind === "speech") speechHeard(performance.now());
+        else replyHeard(performance.now());
+      }, 10),
+    );
+  }
+
   // -- levels and stats --------------------------------------------------------------
   function meter(stream, element, onLevel) {
     audioContext = audioContext || new AudioContext();
-    meterNode(audioContext.createMediaStreamSource(stream), element, onLevel);
+    const source = audioContext.createMediaStreamSource(stream);
+    meterNode(source, element, onLevel);
+    return source;
   }
 
   function meterNode(node, element, onLevel) {
@@ -280,6 +320,10 @@
     setStatus("connecting");
     state.webrtcId = Math.random().toString(36).slice(2) + Date.now().toString(36);
     $("stat-id").textContent = state.webrtcId;
+    state.answerMs = [];
+    lastLoudAt = null;
+    lastReplyAt = null;
+    answered = true;
     if (state.transport === "websocket") return startWebSocket(config);
     const sends = config.mode !== "receive";
     const receives = config.mode !== "send";
@@ -315,10 +359,11 @@
         const stream = event.streams[0] || new MediaStream([event.track]);
         if (event.track.kind === "audio") {
           $("remote-audio").srcObject = stream;
-          meter(stream, $("reply-level"), (rms) => {
+          const source = meter(stream, $("reply-level"), (rms) => {
             state.replyRms = rms;
             state.maxReplyRms = Math.max(state.maxReplyRms, rms);
           });
+          timeAnswersByLevel(source, "reply");
         } else {
           const video = $("remote-video");
           video.srcObject = stream;
@@ -344,7 +389,7 @@
           const transceiver = pc.addTransceiver(track, { direction: receives ? "sendrecv" : "sendonly", streams: [localStream] });
           senders.push(transceiver.sender);
         }
-        if (localStream.getAudioTracks().length) meter(localStream, $("mic-level"), (rms) => (state.micRms = rms));
+        if (localStream.getAudioTracks().length) timeAnswersByLevel(meter(localStream, $("mic-level"), (rms) => (state.micRms = rms)), "speech");
         if (localStream.getVideoTracks().length) {
           const preview = $("local-video");
           preview.srcObject = localStream;
@@ -413,10 +458,6 @@
   async function startWebSocket(config) {
     state.stats = { packetsSent: 0, packetsReceived: 0, bytesReceived: 0, framesDecoded: 0, captured: 0 };
     state.clears = 0;
-    state.answerMs = [];
-    lastLoudAt = null;
-    lastReplyAt = null;
-    answered = true;
     try {
       audioContext = audioContext || new AudioContext();
       await audioContext.resume();
@@ -455,10 +496,7 @@
       capture.port.onmessage = (event) => {
         state.stats.captured += 1; // 20 ms frames from the microphone
         if (socket && socket.readyState === WebSocket.OPEN && state.status === "connected") {
-          if (rmsOf(new Int16Array(event.data)) > LOUD_RMS) {
-            lastLoudAt = performance.now();
-            answered = false;
-          }
+          if (rmsOf(new Int16Array(event.data)) > LOUD_RMS) speechHeard(performance.now());
           socket.send(event.data);
           state.stats.packetsSent += 1;
         }
@@ -507,14 +545,7 @@
     // The first frame of a reply that begins after the user went quiet answers their turn
     // (frames of an older reply still coming while they speak, until the server's clear,
     // do not: a reply begins when no frame came for 300 ms).
-    const now = performance.now();
-    const begins = lastReplyAt === null || now - lastReplyAt > 300;
-    lastReplyAt = now;
-    if (begins && !answered && lastLoudAt !== null && now - lastLoudAt > 100) {
-      answered = true;
-      state.answerMs.push(now - lastLoudAt);
-      $("stat-answer").textContent = `${Math.round(now - lastLoudAt)} ms`;
-    }
+    replyHeard(performance.now());
     state.stats.bytesReceived += data.byteLength;
     const buffer = audioContext.createBuffer(1, pcm.length, state.outputRate);
     const samples = buffer.getChannelData(0);
