@@ -33,7 +33,7 @@ from flowrtc import (
     resample,
 )
 from flowrtc.adapters.webrtc import WebRTCOptions, webrtc_transport
-from flowrtc.adapters.webrtc_tracks import CodecWorker, _SharedDecoder, decode_audio_shared
+from flowrtc.adapters.webrtc_tracks import CodecWorker, _SharedDecoder, decode_audio_shared, hold_audio_packets
 from flowrtc.operators.core import scoped
 from flowrtc.session import current_session
 from flowrtc.stream import Stream
@@ -102,6 +102,8 @@ async def test_audio_echo_round_trip_on_recorded_speech() -> None:
             assert isinstance(decoder, _SharedDecoder)
             assert decoder._decoder.codec.layout.name == "mono"
             assert decoder.worker.running and decoder.worker.frames >= 100
+            # ... and holds one received packet back before decoding, not aiortc's four.
+            assert receiver._RTCRtpReceiver__jitter_buffer._prefetch == 1
             assert [thread.name for thread in threading.enumerate()].count("flowrtc-codec") == 1
             # An echo's frames are due as they come: encoded at once, on the loop (no time for the hand-over).
             out = webrtc_transport(stream).peers[peer.webrtc_id].audio_out
@@ -701,6 +703,57 @@ async def test_decode_audio_shared_leaves_a_started_or_video_receiver_alone() ->
     assert not decode_audio_shared(Receiver("audio", started=True))
     assert not decode_audio_shared(Receiver("video", started=False))
     assert not decode_audio_shared(object())
+
+
+def test_received_audio_is_decoded_one_packet_later_in_order() -> None:
+    """aiortc's audio buffer holds four newer packets (80 ms) before it releases one; with
+    ``hold_audio_packets(receiver, 1)`` it holds one (20 ms). Order is kept either way: a
+    packet that overtakes another waits for it, and one that comes after its turn is dropped."""
+    from aiortc.jitterbuffer import JitterBuffer
+    from aiortc.rtp import RtpPacket
+
+    class Receiver:
+        def __init__(self) -> None:
+            self._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=16, prefetch=4)
+            self._track = type("Track", (), {"kind": "audio"})()
+
+    def packet(n: int) -> RtpPacket:
+        p = RtpPacket(sequence_number=n, timestamp=960 * n)
+        p._data = bytes([n])  # type: ignore[attr-defined]
+        return p
+
+    def released(buffer: JitterBuffer, order: list[int]) -> list[tuple[int, int | None]]:
+        """For each packet added: (its number, the packet released then)."""
+        out = []
+        for n in order:
+            _, frame = buffer.add(packet(n))
+            out.append((n, frame.data[0] if frame is not None else None))
+        return out
+
+    aiortc_default, ours = Receiver(), Receiver()
+    assert hold_audio_packets(ours, 1)
+    assert released(aiortc_default._RTCRtpReceiver__jitter_buffer, [100, 101, 102, 103, 104, 105]) == [
+        (100, None), (101, None), (102, None), (103, None), (104, 100), (105, 101),
+    ]
+    assert released(ours._RTCRtpReceiver__jitter_buffer, [100, 101, 103, 102, 104, 101, 105]) == [
+        (100, None), (101, 100), (103, None), (102, 101), (104, 102), (101, None), (105, 103),
+    ]
+    started = Receiver()
+    started._RTCRtpReceiver__jitter_buffer.add(packet(7))
+    assert not hold_audio_packets(started, 1)  # packets came already: left alone
+    video = Receiver()
+    video._track.kind = "video"
+    assert not hold_audio_packets(video, 1) and not hold_audio_packets(object(), 1)
+
+
+def test_held_audio_packets_is_checked() -> None:
+    from flowrtc.adapters.webrtc import WebRTCOptions
+    from flowrtc.errors import ConfigurationError
+
+    assert WebRTCOptions().held_audio_packets == 1
+    for bad in (0, 9, 1.5, "2"):
+        with pytest.raises(ConfigurationError, match="held_audio_packets"):
+            WebRTCOptions(held_audio_packets=bad)  # type: ignore[arg-type]
 
 
 async def test_output_track_encodes_queued_frames_in_the_codec_thread_and_stops_cleanly() -> None:

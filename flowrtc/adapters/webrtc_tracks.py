@@ -14,6 +14,8 @@
   stereo, int16 or float32) to those 20 ms frames; :func:`chunk_from_frame`
   converts aiortc's decoded frames to AudioChunks.
 
+:func:`hold_audio_packets` shortens the wait of an aiortc audio receiver's jitter
+buffer (80 ms → 20 ms before a packet is decoded).
 :func:`decode_audio_shared` makes an aiortc audio receiver decode in one
 thread shared by every peer on the loop (:class:`CodecWorker`), in
 batches, instead of in a thread of its own; :class:`AudioOutputTrack` encodes
@@ -43,6 +45,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc import rtp as aiortc_rtp
 from aiortc.codecs import get_decoder
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
 from flowrtc.channel import Channel
@@ -64,6 +67,7 @@ __all__ = [
     "CodecWorker",
     "codec_worker",
     "decode_audio_shared",
+    "hold_audio_packets",
 ]
 
 logger = logging.getLogger("flowrtc.webrtc")
@@ -739,6 +743,26 @@ class _SharedDecoder:
 
     def get(self, *args: object, **kwargs: object) -> None:
         self.stopped.wait()
+
+
+def hold_audio_packets(receiver: object, packets: int) -> bool:
+    """Make an aiortc audio ``RTCRtpReceiver`` hold ``packets`` newer packets before decoding one.
+
+    aiortc's audio jitter buffer waits for four newer packets (80 ms of Opus) before it
+    releases a packet, which smooths playback. A server reads speech, it does not play
+    it, so the wait only delays every turn's end; ordering does not need it (the buffer
+    releases only a consecutive run, whatever the count). One packet (20 ms) is the
+    least aiortc's buffer can hold. Call it before the receiver starts; returns ``False``
+    and leaves the receiver alone if it has received packets already or this aiortc
+    version is laid out differently.
+    """
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    if not isinstance(buffer, JitterBuffer) or getattr(buffer, "_origin", 0) is not None or getattr(receiver, "_track", None) is None:
+        return False
+    if receiver._track.kind != "audio":  # type: ignore[attr-defined]
+        return False
+    receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=buffer.capacity, prefetch=packets)  # type: ignore[attr-defined]
+    return True
 
 
 def decode_audio_shared(
