@@ -1,4 +1,4 @@
-"""End of speech → first reply audio in a real browser, over the WebSocket route.
+"""End of speech → first reply audio in a real browser, over the WebSocket route (and WebRTC).
 
 The built-in page in headless Chromium (``?transport=websocket``: PCM16 at its
 AudioContext's rate both ways) talks to ``ReplyOnPause(echo)`` served by
@@ -6,6 +6,9 @@ AudioContext's rate both ways) talks to ``ReplyOnPause(echo)`` served by
 plays Asterisk "hello world" followed by 2.5 s of silence, looped. The page times each
 answer itself: from the moment it sent the last loud 20 ms frame (louder than -41 dBFS,
 ``SPEECH_RMS``) to the arrival of the first reply frame (``window.flowrtc.answerMs``).
+With ``--transport websocket,webrtc`` the page also talks WebRTC (Opus both ways); there it
+times from the levels it hears, polled every 10 ms: the microphone going quiet, the reply
+becoming audible as it plays.
 
 Each round also runs bench_websocket's Python client (one session, FastRTC's protocol,
 µ-law at 16 kHz, the same clip and gap) against the same server, right after the
@@ -72,10 +75,10 @@ def microphone_file(folder: Path) -> Path:
     return path
 
 
-async def browser_answers(port: int, microphone: Path, turns: int) -> list[float]:
-    """Seconds from the end of speech to the first reply frame, as the page measured them."""
+async def browser_answers(port: int, microphone: Path, turns: int, transport: str = "websocket") -> list[float]:
+    """Seconds from the end of speech to the first reply audio, as the page measured them."""
     async with launch_chromium(microphone) as browser:
-        await browser.send("Page.navigate", url=f"http://127.0.0.1:{port}/?transport=websocket")
+        await browser.send("Page.navigate", url=f"http://127.0.0.1:{port}/?transport={transport}")
         if not await browser.wait("window.flowrtc && window.flowrtc.status === 'ready'", 20):
             raise RuntimeError("the page did not load")
         await browser.evaluate("document.getElementById('start').click()")
@@ -98,31 +101,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--turns", type=int, default=8, help="answers timed per client per round")
+    parser.add_argument("--transport", default="websocket", help="the page's transports, comma-separated: websocket, webrtc")
     args = parser.parse_args()
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
+    if not transports or set(transports) - {"websocket", "webrtc"}:
+        sys.exit("--transport takes websocket and/or webrtc")
     if CHROMIUM is None:
         sys.exit("chromium is not installed (apt-get install chromium)")
     port = free_port()
     server = start_server(port)
-    rows: list[tuple[float, float, float, float]] = []
+    rows: list[list[float]] = []  # per round: (median, p90) per transport, then the Python client's
+    labels = {"websocket": "browser (WebSocket, PCM16)", "webrtc": "browser (WebRTC, Opus)"}
     try:
         with tempfile.TemporaryDirectory() as folder:
             microphone = microphone_file(Path(folder))
             print(f"speed probe: {speed_probe_ms():.0f} ms (about 125 at full speed)", flush=True)
-            print("| round | browser (WebSocket, PCM16) median / p90 (s) | Python client (FastRTC protocol, µ-law 16 kHz) median / p90 (s) | ratio |")
-            print("| ---: | ---: | ---: | ---: |")
+            heads = [f"{labels[t]} median / p90 (s)" for t in transports] + ["Python client (FastRTC protocol, µ-law 16 kHz) median / p90 (s)"]
+            print("| round | " + " | ".join(heads) + " | " + " | ".join(f"ratio {t}" for t in transports) + " |")
+            print("| ---: |" + " ---: |" * (len(heads) + len(transports)))
             for round_number in range(1, args.rounds + 1):
-                browser = asyncio.run(browser_answers(port, microphone, args.turns))
+                row: list[float] = []
+                for transport in transports:
+                    answers = asyncio.run(browser_answers(port, microphone, args.turns, transport))
+                    row += [statistics.median(answers), float(np.percentile(answers, 90))]
                 python: dict[str, Any] = asyncio.run(run_client(port, "fastrtc", 1, args.turns, 0.0, "hello"))
-                b50, b90 = statistics.median(browser), float(np.percentile(browser, 90))
-                p50, p90 = python["eos_to_audio_median_s"], python["eos_to_audio_p90_s"]
-                rows.append((b50, b90, p50, p90))
-                print(f"| {round_number} | {b50:.3f} / {b90:.3f} | {p50:.3f} / {p90:.3f} | {b50 / p50:.2f} |", flush=True)
+                row += [python["eos_to_audio_median_s"], python["eos_to_audio_p90_s"]]
+                rows.append(row)
+                cells = [f"{row[2 * i]:.3f} / {row[2 * i + 1]:.3f}" for i in range(len(transports) + 1)]
+                ratios = [f"{row[2 * i] / row[-2]:.2f}" for i in range(len(transports))]
+                print(f"| {round_number} | " + " | ".join(cells + ratios) + " |", flush=True)
     finally:
         server.terminate()
         server.wait(20)
-    b = statistics.median(r[0] for r in rows)
-    p = statistics.median(r[2] for r in rows)
-    print(f"\nmedian of {len(rows)} rounds: browser {b:.3f} s, Python client {p:.3f} s, ratio {b / p:.2f}")
+    python_median = statistics.median(r[-2] for r in rows)
+    summary = [f"{labels[t]} {statistics.median(r[2 * i] for r in rows):.3f} s (ratio {statistics.median(r[2 * i] for r in rows) / python_median:.2f})" for i, t in enumerate(transports)]
+    print(f"\nmedian of {len(rows)} rounds: " + ", ".join(summary) + f", Python client {python_median:.3f} s")
 
 
 if __name__ == "__main__":

@@ -245,7 +245,15 @@ def serve(port: int, handler_kind: str, profile: str | None = None, ws: str = "w
     from flowrtc.stream import Stream
 
     handler, label = make_handler(handler_kind)
-    stream = Stream(handler, modality="audio", concurrency_limit=None, limits=Limits(max_connections=None))
+    no_ice_servers = {"iceServers": []}  # --page over WebRTC: local host candidates only, no STUN wait
+    stream = Stream(
+        handler,
+        modality="audio",
+        concurrency_limit=None,
+        limits=Limits(max_connections=None),
+        rtc_configuration=no_ice_servers,
+        server_rtc_configuration=no_ice_servers,
+    )
     probe = LagProbe()
     tasks: list[asyncio.Task[None]] = []
 
