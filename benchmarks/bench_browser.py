@@ -90,6 +90,9 @@ async def browser_answers(port: int, microphone: Path, turns: int, transport: st
         await browser.wait(f"window.flowrtc.answerMs.length >= {turns + 1}", cycle_s * (turns + 3))
         answers = await browser.evaluate("window.flowrtc.answerMs")
         errors = await browser.evaluate("window.flowrtc.errors")
+        jitter_ms = await browser.evaluate("window.flowrtc.stats.jitterBufferMs")
+        if transport == "webrtc" and jitter_ms is not None:
+            print(f"  (Chromium's jitter buffer held the reply audio {jitter_ms:.0f} ms on average)", flush=True)
         await browser.evaluate("document.getElementById('stop').click()")
     if errors:
         raise RuntimeError(f"the page reported errors: {errors}")

@@ -27,8 +27,9 @@ def demo_stream() -> Any:
 
     def echo(audio: tuple[int, Any]) -> Any:
         rate, samples = audio
-        yield audio
+        # First, so it shows even when the user talks over the echo (which closes this call).
         yield AdditionalOutputs(f"you spoke for {samples.shape[-1] / rate:.1f} s")
+        yield audio
 
     return Stream(
         ReplyOnPause(echo),

@@ -243,9 +243,8 @@
     }
   }
 
-  // WebRTC mode has no frames to look at: every 10 ms, the level of the last ~5 ms of the
-  // microphone and of the reply as the page plays them.
-  function timeAnswersByLevel(source, kind) {
+  // WebRTC mode: the user's speech from the microphone's level (the last ~5 ms, every 10 ms)...
+  function timeSpeechByLevel(source) {
     const analyser = audioContext.createAnalyser();
     analyser.fftSize = 256;
     source.connect(analyser);
@@ -255,9 +254,21 @@
         analyser.getFloatTimeDomainData(samples);
         let sum = 0;
         for (const sample of samples) sum += sample * sample;
-        if (Math.sqrt(sum / samples.length) <= LOUD_RMS) return;
-        if (kind === "speech") speechHeard(performance.now());
-        else replyHeard(performance.now());
+        if (Math.sqrt(sum / samples.length) > LOUD_RMS) speechHeard(performance.now());
+      }, 10),
+    );
+  }
+
+  // ... and the reply from its frames as the browser plays them (quiet ones too, as the
+  // WebSocket mode counts frames): the receiver's source reports when it last played one.
+  function timeRepliesByPlayout(receiver) {
+    let lastPlayed = null;
+    timers.push(
+      setInterval(() => {
+        const sources = receiver.getSynchronizationSources ? receiver.getSynchronizationSources() : [];
+        if (!sources.length || sources[0].timestamp === lastPlayed) return;
+        lastPlayed = sources[0].timestamp;
+        replyHeard(performance.now());
       }, 10),
     );
   }
@@ -290,18 +301,23 @@
   async function pollStats() {
     if (!pc) return;
     const report = await pc.getStats();
-    const stats = { packetsSent: 0, packetsReceived: 0, bytesReceived: 0, framesDecoded: 0 };
+    const stats = { packetsSent: 0, packetsReceived: 0, bytesReceived: 0, framesDecoded: 0, jitterBufferMs: null };
     report.forEach((entry) => {
       if (entry.type === "outbound-rtp") stats.packetsSent += entry.packetsSent || 0;
       if (entry.type === "inbound-rtp") {
         stats.packetsReceived += entry.packetsReceived || 0;
         stats.bytesReceived += entry.bytesReceived || 0;
         stats.framesDecoded += entry.framesDecoded || 0;
+        // How long the browser holds received audio before playing it, on average so far.
+        if (entry.kind === "audio" && entry.jitterBufferEmittedCount > 0) {
+          stats.jitterBufferMs = (1000 * entry.jitterBufferDelay) / entry.jitterBufferEmittedCount;
+        }
       }
     });
     state.stats = stats;
     $("stat-sent").textContent = `${stats.packetsSent} packets`;
     $("stat-received").textContent = `${stats.packetsReceived} packets`;
+    if (stats.jitterBufferMs !== null) $("stat-jitter").textContent = `${Math.round(stats.jitterBufferMs)} ms`;
   }
 
   // -- connection -----------------------------------------------------------------
@@ -359,11 +375,11 @@
         const stream = event.streams[0] || new MediaStream([event.track]);
         if (event.track.kind === "audio") {
           $("remote-audio").srcObject = stream;
-          const source = meter(stream, $("reply-level"), (rms) => {
+          meter(stream, $("reply-level"), (rms) => {
             state.replyRms = rms;
             state.maxReplyRms = Math.max(state.maxReplyRms, rms);
           });
-          timeAnswersByLevel(source, "reply");
+          timeRepliesByPlayout(event.receiver);
         } else {
           const video = $("remote-video");
           video.srcObject = stream;
@@ -389,7 +405,7 @@
           const transceiver = pc.addTransceiver(track, { direction: receives ? "sendrecv" : "sendonly", streams: [localStream] });
           senders.push(transceiver.sender);
         }
-        if (localStream.getAudioTracks().length) timeAnswersByLevel(meter(localStream, $("mic-level"), (rms) => (state.micRms = rms)), "speech");
+        if (localStream.getAudioTracks().length) timeSpeechByLevel(meter(localStream, $("mic-level"), (rms) => (state.micRms = rms)));
         if (localStream.getVideoTracks().length) {
           const preview = $("local-video");
           preview.srcObject = localStream;
