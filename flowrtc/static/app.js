@@ -245,18 +245,9 @@
 
   // WebRTC mode: the user's speech from the microphone's level (the last ~5 ms, every 10 ms)...
   function timeSpeechByLevel(source) {
-    const analyser = audioContext.createAnalyser();
-    analyser.fftSize = 256;
-    source.connect(analyser);
-    const samples = new Float32Array(analyser.fftSize);
-    timers.push(
-      setInterval(() => {
-        analyser.getFloatTimeDomainData(samples);
-        let sum = 0;
-        for (const sample of samples) sum += sample * sample;
-        if (Math.sqrt(sum / samples.length) > LOUD_RMS) speechHeard(performance.now());
-      }, 10),
-    );
+    pollLevel(source, 256, 10, (rms) => {
+      if (rms > LOUD_RMS) speechHeard(performance.now());
+    });
   }
 
   // ... and the reply from its frames as the browser plays them (quiet ones too, as the
@@ -282,19 +273,25 @@
   }
 
   function meterNode(node, element, onLevel) {
+    pollLevel(node, 1024, 50, (rms) => {
+      element.value = rms;
+      onLevel(rms);
+    });
+  }
+
+  // Every everyMs, the RMS of the last `size` samples that reached `node`.
+  function pollLevel(node, size, everyMs, onLevel) {
     const analyser = audioContext.createAnalyser();
-    analyser.fftSize = 1024;
+    analyser.fftSize = size;
     node.connect(analyser);
-    const samples = new Float32Array(analyser.fftSize);
+    const samples = new Float32Array(size);
     timers.push(
       setInterval(() => {
         analyser.getFloatTimeDomainData(samples);
         let sum = 0;
         for (const sample of samples) sum += sample * sample;
-        const rms = Math.sqrt(sum / samples.length);
-        element.value = rms;
-        onLevel(rms);
-      }, 50),
+        onLevel(Math.sqrt(sum / size));
+      }, everyMs),
     );
   }
 
