@@ -172,8 +172,6 @@ class StreamHandlerBase:
         self._driver = driver
         self._bound_session = session
         self._bound_loop = loop
-        if self._channel_set is not None and session is not None:
-            self._channel_set.set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
