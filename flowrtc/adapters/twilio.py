@@ -1,8 +1,9 @@
 """Phone calls through Twilio: the TwiML webhook, Media Streams, signatures, outbound calls.
 
-* ``POST /telephone/incoming`` answers Twilio's voice webhook with TwiML that
-  connects the call to ``wss://HOST[:port]/<prefix>/telephone/handler`` and
-  passes the caller's details (From, To, CallSid, ...) as ``<Parameter>``\\ s.
+* ``POST /telephone/incoming`` (or ``GET``, as a Twilio number can be set to) answers
+  Twilio's voice webhook with TwiML that connects the call to
+  ``wss://HOST[:port]/<prefix>/telephone/handler`` and passes the caller's details
+  (From, To, CallSid, ...) as ``<Parameter>``\\ s.
 * ``WS /telephone/handler`` speaks Media Streams: ``connected``/``start``/``media``/
   ``mark``/``dtmf``/``stop`` in, ``media``/``mark``/``clear`` out, 8 kHz µ-law,
   20 ms frames paced in real time. The session runs in phone mode and counts
@@ -13,6 +14,8 @@
 * With an auth token (``Stream(twilio_auth_token=...)`` or ``TWILIO_AUTH_TOKEN``)
   the webhook (403) and the WebSocket upgrade (refused, HTTP 403) must carry a
   valid ``X-Twilio-Signature``.
+* :func:`incoming_call` and :func:`serve_telephone` do the same for routes of your own
+  (``Stream.handle_incoming_call`` and ``Stream.telephone_handler``).
 """
 
 from __future__ import annotations
