@@ -196,12 +196,13 @@ def exercise_echo_reply_on_pause(tmp_path: Path, capsys: pytest.CaptureFixture[s
     recording = module.main([str(HELLO), "--out", str(tmp_path / "echo.wav")])
     assert recording.log() == ["started_talking", "pause_detected", "response_starting"]
     (said,) = [o.args[0] for o in recording.of_type(AdditionalOutputs)]
-    assert said == "you spoke for 1.6 s"
+    assert said == "you spoke for 1.5 s"
     echoed = sum(chunk.duration_s for chunk in recording.audio_chunks)
-    assert echoed == pytest.approx(1.6, abs=0.05)
+    assert echoed == pytest.approx(1.52, abs=0.05)
     assert load_audio(tmp_path / "echo.wav").duration_s == pytest.approx(recording.audio.duration_s, abs=0.001)
-    # speech_pad_ms around the speech: from 0.024 s to 0.2 s after the pause began at 1.44 s, 1.616 s
-    assert "echoed 1.62 s of audio at 24000 Hz" in capsys.readouterr().out
+    # speech_pad_ms around the speech: from 0.024 s to 0.2 s after the pause began at 1.344 s,
+    # where the sound of "world" died away: 1.52 s
+    assert "echoed 1.52 s of audio at 24000 Hz" in capsys.readouterr().out
     # As a script, with the packaged recording.
     result = subprocess.run([PYTHON, "-W", "error", "examples/echo_reply_on_pause.py"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -240,11 +241,12 @@ def exercise_llm_voice_chat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     spoken = AudioChunk.concat([chunk.to_int16() for chunk in first.audio_chunks])
     assert normalized(module.stt_model.stt(spoken.to_tuple())) == "fine thank you"
 
-    # A pause inside a turn (0.35 s, past early_pause_ms) starts respond early; the speaker goes
+    # A pause inside a turn (0.37 s from the end of "world" to "hello", past early_pause_ms,
+    # short of the 448 ms that ends a turn) starts respond early; the speaker goes
     # on, that call is closed at its first yield, and the turn is saved once, whole.
     calls.clear()
     chat = module.voice_chat(scripted_llm)
-    gap = run(chat.graph(), audio=AudioChunk.concat([hello, AudioChunk.silence(0.35, 16000), hello]), trailing_silence_s=1.5, realtime=True)
+    gap = run(chat.graph(), audio=AudioChunk.concat([hello, AudioChunk.silence(0.25, 16000), hello]), trailing_silence_s=1.5, realtime=True)
     assert gap.of_type(PendingUtterance) and gap.of_type(SpeechResumed)  # the early call, withdrawn
     assert len(gap.of_type(ReplyStarted)) == 1
     (shown,) = gap.of_type(AdditionalOutputs)
@@ -293,7 +295,7 @@ def exercise_twilio_phone_agent(tmp_path: Path, capsys: pytest.CaptureFixture[st
                     media_message = {"track": "inbound", "chunk": str(n), "timestamp": str(20 * n), "payload": payload}
                     await ws.send(json.dumps({"event": "media", "sequenceNumber": str(n), "streamSid": sid, "media": media_message}))
                 with anyio.fail_after(30):
-                    # Greeting chime (0.3 s), a beep (0.1 s), then the caller's turn (~1.6 s) echoed.
+                    # Greeting chime (0.3 s), a beep (0.1 s), then the caller's turn (~1.5 s) echoed.
                     while len(pcm(media)) < 8000 * 1.9 or not marks:
                         message = json.loads(await ws.recv())
                         assert message.get("streamSid") == sid, message
@@ -414,7 +416,7 @@ def exercise_mount_fastapi(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         result = anyio.run(check)
     types_seen = [m.get("type") for m in result["messages"]]
     assert "send_input" in types_seen and "fetch_output" in types_seen
-    assert result["updates"] == ["echoing 1.6 s at volume 0.5"]
+    assert result["updates"] == ["echoing 1.5 s at volume 0.5"]
     # Half volume: the reply's loud samples are half the input's (same clip, resampled, through µ-law).
     hello = load_audio(HELLO, sample_rate=result["rate"]).samples[0].astype(np.float64)
     ratio = np.percentile(np.abs(result["reply"]), 99.5) / np.percentile(np.abs(hello), 99.5)

@@ -97,10 +97,11 @@ async def test_utterances_one_second_apart_get_one_reply_each_in_order() -> None
     recording = await arun(ReplyOnPause(calls), audio=audio)
     lengths = [a.shape[1] / rate for rate, a in calls.calls]
     assert len(lengths) == 3
-    # hello (1.2 s of speech), thanks (5.1 s), hello again: in order, each with its padding
-    assert lengths[0] == pytest.approx(1.2 + 0.4, abs=0.15)
-    assert lengths[1] == pytest.approx(5.1 + 0.4, abs=0.15)
-    assert lengths[2] == pytest.approx(1.2 + 0.4, abs=0.15)
+    # hello (speech from 0.19 s, where Silero hears it, to 1.34 s, where its sound ends),
+    # thanks (0.26-5.18 s), hello again: in order, each with 0.2 s of padding on either side
+    assert lengths[0] == pytest.approx(1.15 + 0.4, abs=0.1)
+    assert lengths[1] == pytest.approx(4.92 + 0.4, abs=0.1)
+    assert lengths[2] == pytest.approx(1.15 + 0.4, abs=0.1)
     ends = [1.40, 1.40 + 1.0 + 5.37, 2 * 1.40 + 2.0 + 5.52]
     for started, end in zip(replies(recording), ends):
         assert end < started < end + 0.6

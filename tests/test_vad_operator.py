@@ -103,6 +103,10 @@ def test_bad_thresholds_are_rejected() -> None:
         detector(rise_db=0.0)
     with pytest.raises(ConfigurationError):
         detector(rise_hold_ms=-1.0)
+    with pytest.raises(ConfigurationError):
+        detector(tail_db=-3.0)
+    with pytest.raises(ConfigurationError):
+        detector(tail_ms=-1.0)
 
 
 # -- the resume hold: a pause that is getting louder again is not ended yet ------------------
@@ -150,6 +154,43 @@ def test_without_levels_or_with_rise_db_none_there_is_no_hold() -> None:
     assert kinds(speaking_detector().feed([0.1, 0.1, 0.1])) == [("SpeechStopped", 0.128)]
     d = speaking_detector(rise_db=None)
     assert kinds(d.feed([0.1, 0.1, 0.1], [-60.0, -60.0, -30.0])) == [("SpeechStopped", 0.128)]
+
+
+# -- the tail: a pause is counted from where the sound died away -------------------------
+
+
+def test_a_pause_is_counted_from_where_the_sound_died_away() -> None:
+    # speech at -20 dBFS; the sound falls 45 dB under it, Silero lets go two windows later
+    d = speaking_detector()
+    (stop,) = d.feed([0.9, 0.9, 0.1], [-65.0, -65.0, -70.0])
+    assert kinds([stop]) == [("SpeechStopped", 0.128)]  # 3 quiet windows: the 96 ms pause is complete
+    assert stop.speech_end_s == pytest.approx(0.032)
+    d = speaking_detector(tail_db=None)  # from Silero's release: two windows later
+    assert d.feed([0.9, 0.9, 0.1], [-65.0, -65.0, -70.0]) == []
+    (stop,) = d.feed([0.1, 0.1], [-70.0, -70.0])
+    assert kinds([stop]) == [("SpeechStopped", 0.192)] and stop.speech_end_s == pytest.approx(0.096)
+
+
+def test_the_pause_begins_at_most_tail_ms_before_silero_let_go() -> None:
+    d = speaking_detector(tail_ms=32.0)  # one window
+    assert d.feed([0.9, 0.9, 0.9, 0.1], [-65.0] * 4) == []
+    (stop,) = d.feed([0.1], [-70.0])
+    assert kinds([stop]) == [("SpeechStopped", 0.192)] and stop.speech_end_s == pytest.approx(0.096)
+
+
+def test_a_floor_within_tail_db_of_the_speech_leaves_the_pause_to_silero() -> None:
+    # noise 30 dB under the speech: the sound never falls tail_db (40 dB) under it
+    levels = [-50.0, -50.0, -50.0, -50.0, -50.0]
+    with_tail, without = speaking_detector(), speaking_detector(tail_db=None)
+    probabilities = [0.9, 0.9, 0.1, 0.1, 0.1]
+    assert kinds(with_tail.feed(probabilities, levels)) == kinds(without.feed(probabilities, levels)) == [("SpeechStopped", 0.192)]
+
+
+def test_a_louder_window_restarts_the_quiet_run() -> None:
+    d = speaking_detector()
+    assert d.feed([0.9, 0.9, 0.1], [-65.0, -30.0, -65.0]) == []  # only the last window is quiet
+    (stop,) = d.feed([0.1, 0.1], [-70.0, -70.0])
+    assert kinds([stop]) == [("SpeechStopped", 0.192)] and stop.speech_end_s == pytest.approx(0.096)
 
 
 # -- the operator on real speech ---------------------------------------------------------
@@ -226,13 +267,45 @@ def goodbye_then_thanks(gap_s: float, rate: int) -> AudioChunk:
 @pytest.mark.anyio
 @pytest.mark.parametrize("rate", [8000, 48000])
 async def test_the_resume_hold_keeps_a_pause_whose_second_sentence_silero_hears_late(rate: int) -> None:
-    # A 0.35 s gap between two sentences, under the 448 ms pause: Silero only says
-    # "speech" 40-100 ms into "Thank you", so without the hold the turn ends first.
-    pair = goodbye_then_thanks(0.35, rate)
+    # The sound of "Goodbye." ends at ~1.02 s; cut at 1.12 s with 0.28 s of silence added, the
+    # pause is ~0.42 s, under the 448 ms that ends a turn. Silero only says "speech" 40-100 ms
+    # into "Thank you", so without the hold the turn ends first.
+    pair = goodbye_then_thanks(0.28, rate)
     held = [name for name, _ in kinds(events_of(await collect(pair)))]
     assert held == ["SpeechStarted", "SpeechStopped"]
     unheld = [name for name, _ in kinds(events_of(await collect(pair, rise_db=None)))]
     assert unheld == ["SpeechStarted", "SpeechStopped"] * 2
+
+
+def sound_end_s(clip: AudioChunk, depth_db: float = 40.0) -> float:
+    """End of the last 32 ms window of ``clip`` (8 kHz) within ``depth_db`` of its loudest."""
+    n = clip.n_samples // 256
+    windows = clip.samples[0, : n * 256].astype(np.float64).reshape(n, 256)
+    level = 10 * np.log10(np.maximum(np.mean(windows**2, axis=1), 1.0))
+    return float((np.flatnonzero(level > level.max() - depth_db)[-1] + 1) * W)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rate", [8000, 48000])
+async def test_a_turn_ends_the_pause_after_its_sound_does_not_after_silero_lets_go(rate: int) -> None:
+    clip = load_audio(HELLO)
+    end = sound_end_s(clip)  # 1.344 s: the end of "world"
+    audio = AudioChunk.concat([load_audio(HELLO, sample_rate=rate), AudioChunk.silence(1.0, rate)])
+    (stop,) = [e for e in events_of(await collect(audio)) if isinstance(e, SpeechStopped)]
+    assert stop.speech_end_s == pytest.approx(end, abs=W)
+    assert stop.media_time_s - stop.speech_end_s == pytest.approx(0.448)
+    (late,) = [e for e in events_of(await collect(audio, tail_db=None)) if isinstance(e, SpeechStopped)]
+    # Silero's probability lingers ~0.1 s after the "d": counted from there, the turn ends later
+    assert late.speech_end_s >= end + 2 * W and late.media_time_s >= stop.media_time_s + 2 * W
+
+
+@pytest.mark.anyio
+async def test_over_a_noise_floor_near_the_speech_silero_alone_decides_the_pause() -> None:
+    # a -40 dBFS floor is ~30 dB under "hello world": its sound never falls 40 dB
+    clip = AudioChunk.concat([load_audio(HELLO), AudioChunk.silence(1.0, 8000)])
+    noise = np.random.default_rng(5).normal(0, 330, clip.samples.shape)
+    noisy = AudioChunk(np.clip(clip.samples + noise, -32768, 32767).astype(np.int16), 8000)
+    assert kinds(events_of(await collect(noisy))) == kinds(events_of(await collect(noisy, tail_db=None)))
 
 
 @pytest.mark.anyio

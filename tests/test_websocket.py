@@ -328,8 +328,9 @@ async def test_reply_on_pause_reply_and_barge_in(media_dir: Any) -> None:
 
 @pytest.mark.parametrize("early_pause_ms", [None, 192])
 async def test_a_short_gap_between_sentences_is_one_turn_over_a_real_websocket(media_dir: Any, early_pause_ms: float | None) -> None:
-    """"Goodbye." and "Thank you for trying out ..." 0.35 s apart: Silero hears the second sentence
-    late, and without vad's resume hold the turn ended in the gap (tests/test_vad_operator.py).
+    """"Goodbye." and "Thank you for trying out ..." with a pause of ~0.42 s between their sounds,
+    under the 448 ms that ends a turn: Silero hears the second sentence late, and without vad's
+    resume hold the turn ended in the gap (tests/test_vad_operator.py).
     With ``early_pause_ms`` the gap starts an early call, which is withdrawn: nothing of it reaches the client."""
     from flowrtc import ReplyOnPause
 
@@ -347,7 +348,7 @@ async def test_a_short_gap_between_sentences_is_one_turn_over_a_real_websocket(m
         received = Received()
         async with anyio.create_task_group() as group:
             group.start_soon(collect, ws, received)
-            await talk(ws, [goodbye, silence(16000, 0.35), rest, silence(16000, 1.0)])
+            await talk(ws, [goodbye, silence(16000, 0.28), rest, silence(16000, 1.0)])
             await ws.send('{"event":"stop"}')
     logs = [m["data"] for _, m in received.messages if isinstance(m, dict) and m.get("type") == "log"]
     assert logs.count("pause_detected") == 1, logs

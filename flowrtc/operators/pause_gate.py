@@ -27,6 +27,8 @@ from flowrtc.operators.vad import (
     DEFAULT_MIN_SPEECH_MS,
     DEFAULT_RISE_DB,
     DEFAULT_RISE_HOLD_MS,
+    DEFAULT_TAIL_DB,
+    DEFAULT_TAIL_MS,
     DEFAULT_THRESHOLD,
     check_early_pause,
     vad,
@@ -109,12 +111,15 @@ def turn_taking(
     engine: Any = None,
     rise_db: float | None = DEFAULT_RISE_DB,
     rise_hold_ms: float = DEFAULT_RISE_HOLD_MS,
+    tail_db: float | None = DEFAULT_TAIL_DB,
+    tail_ms: float = DEFAULT_TAIL_MS,
     early_pause_ms: float | None = None,
 ) -> Pipe:
     """``vad | pause_gate`` configured from FastRTC's options (see :func:`turn_settings`).
 
     ``rise_db`` and ``rise_hold_ms`` go to :func:`~flowrtc.operators.vad.vad`:
-    the hold of a turn's end while the audio is getting louder again.
+    the hold of a turn's end while the audio is getting louder again; so do
+    ``tail_db`` and ``tail_ms``: a pause counted from where the sound died away.
     ``early_pause_ms`` too: after that much pause, ``pause_gate`` sends the turn
     ahead as a ``PendingUtterance``, so that ``reply`` can start answering it early.
 
@@ -156,6 +161,8 @@ def turn_taking(
         engine=engine,
         rise_db=rise_db,
         rise_hold_ms=rise_hold_ms,
+        tail_db=tail_db,
+        tail_ms=tail_ms,
         early_pause_ms=early_pause_ms,
     )
     return detector | gate

@@ -45,6 +45,8 @@ __all__ = [
     "DEFAULT_MIN_SILENCE_MS",
     "DEFAULT_RISE_DB",
     "DEFAULT_RISE_HOLD_MS",
+    "DEFAULT_TAIL_DB",
+    "DEFAULT_TAIL_MS",
     "QUIET_DBFS",
 ]
 
@@ -59,6 +61,10 @@ DEFAULT_MIN_SILENCE_MS = 450.0
 DEFAULT_RISE_DB = 3.0
 #: The longest such a hold lasts (ms): Silero's lag in noticing resumed speech is 40-100 ms.
 DEFAULT_RISE_HOLD_MS = 128.0
+#: A pause is counted from where the audio fell this many dB under the turn's loudest window ...
+DEFAULT_TAIL_DB = 40.0
+#: ... when that is at most this long (ms) before Silero let go. See docs/turn-taking.md.
+DEFAULT_TAIL_MS = 128.0
 #: Window levels are floored here (about one int16 step of RMS), so digital silence has a level.
 QUIET_DBFS = -90.0
 _NEG_OFFSET = 0.15
@@ -90,6 +96,14 @@ class SpeechDetector:
     ``rise_hold_ms``; a probability back at ``threshold`` makes it speech
     again, as always. ``rise_db=None`` turns the hold off.
 
+    The levels also place the start of a pause. Silero's probability lingers
+    for a window or three after a word's sound has died away; when the windows
+    just before it let go were already ``tail_db`` or more under the loudest
+    window since the speech began, the pause is counted from the first of them,
+    at most ``tail_ms`` before Silero let go. Over a floor within ``tail_db`` of
+    the speech this never happens, and Silero alone decides. ``tail_db=None``
+    counts every pause from Silero's release.
+
     With ``early_pause_ms`` (shorter than ``min_silence_ms``) a pause that has
     lasted that long is announced with ``SpeechPaused`` (its ``speech_end_s`` is
     the one the ``SpeechStopped`` will carry), and, if speech comes back before
@@ -108,6 +122,8 @@ class SpeechDetector:
         "silence_windows",
         "rise_db",
         "hold_windows",
+        "tail_db",
+        "tail_windows",
         "early_windows",
         "start_s",
         "windows",
@@ -116,6 +132,8 @@ class SpeechDetector:
         "_floor",
         "_held",
         "_paused",
+        "_peak",
+        "_quiet",
     )
 
     def __init__(
@@ -128,6 +146,8 @@ class SpeechDetector:
         min_silence_ms: float = DEFAULT_MIN_SILENCE_MS,
         rise_db: float | None = DEFAULT_RISE_DB,
         rise_hold_ms: float = DEFAULT_RISE_HOLD_MS,
+        tail_db: float | None = DEFAULT_TAIL_DB,
+        tail_ms: float = DEFAULT_TAIL_MS,
         early_pause_ms: float | None = None,
         start_s: float = 0.0,
     ) -> None:
@@ -139,6 +159,8 @@ class SpeechDetector:
             raise ConfigurationError("min_speech_ms and min_silence_ms must be >= 0")
         if (rise_db is not None and not rise_db > 0) or rise_hold_ms < 0:
             raise ConfigurationError(f"need rise_db > 0 (or None) and rise_hold_ms >= 0, got {rise_db!r}, {rise_hold_ms!r}")
+        if (tail_db is not None and not tail_db > 0) or tail_ms < 0:
+            raise ConfigurationError(f"need tail_db > 0 (or None) and tail_ms >= 0, got {tail_db!r}, {tail_ms!r}")
         self.window_s = window_s
         self.threshold = threshold
         self.neg_threshold = neg_threshold
@@ -146,6 +168,8 @@ class SpeechDetector:
         self.silence_windows = _windows(min_silence_ms, window_s)
         self.rise_db = rise_db
         self.hold_windows = round(rise_hold_ms / 1000 / window_s)
+        self.tail_db = tail_db
+        self.tail_windows = round(tail_ms / 1000 / window_s)
         self.early_windows = _early_windows(early_pause_ms, window_s, self.silence_windows)
         self.start_s = start_s
         self.windows = 0
@@ -154,6 +178,8 @@ class SpeechDetector:
         self._floor: float | None = None  # the quietest level of the current pause (dBFS)
         self._held = 0  # windows the current pause's end has been held
         self._paused = False  # the current pause was announced (SpeechPaused)
+        self._peak = QUIET_DBFS  # the loudest window since the speech (or its candidate) began
+        self._quiet = 0  # windows in a row, up to the last one, tail_db or more under _peak
 
     @property
     def speaking(self) -> bool:
@@ -180,13 +206,20 @@ class SpeechDetector:
         state, run = self.state, self.run
         threshold, neg = self.threshold, self.neg_threshold
         rise = self.rise_db if levels is not None else None
+        tail = self.tail_db if levels is not None else None
         for i, p in enumerate(probabilities):
             self.windows += 1
             if state == _IDLE:
                 if p >= threshold:
                     state, run = _CANDIDATE, 0
+                    self._peak, self._quiet = QUIET_DBFS, 0
                 else:
                     continue
+            level = None if levels is None else levels[i]
+            if tail is not None:
+                if level > self._peak:  # type: ignore[operator]
+                    self._peak = level  # type: ignore[assignment]
+                self._quiet = self._quiet + 1 if level <= self._peak - tail else 0  # type: ignore[operator]
             if state == _CANDIDATE:
                 if p < neg:
                     state = _IDLE
@@ -201,17 +234,18 @@ class SpeechDetector:
                     events.append(SpeechResumed(media_time_s=self.now_s))
                 run = 0
             elif run or p < neg:
-                if run == 0:  # a pause begins
+                if run == 0:  # a pause begins; where the sound died away, if Silero let go later
                     self._floor, self._held = None, 0
-                level = None if rise is None else levels[i]
-                if level is not None and (self._floor is None or level < self._floor):
+                    if self._quiet > 1:
+                        run = min(self._quiet - 1, self.tail_windows)
+                if rise is not None and (self._floor is None or level < self._floor):  # type: ignore[operator]
                     self._floor = level
                 run += 1
-                if run == self.early_windows:
+                if self.early_windows and not self._paused and run >= self.early_windows:
                     self._paused = True
                     events.append(SpeechPaused(media_time_s=self.now_s, speech_end_s=self._at(self.windows - run)))
                 if run >= self.silence_windows:
-                    if level is not None and self._held < self.hold_windows and level >= self._floor + rise:  # type: ignore[operator]
+                    if rise is not None and self._held < self.hold_windows and level >= self._floor + rise:  # type: ignore[operator]
                         self._held += 1  # louder than the pause was: speech may be resuming
                         continue
                     events.append(SpeechStopped(media_time_s=self.now_s, speech_end_s=self._at(self.windows - run)))
@@ -408,7 +442,7 @@ class _Levels:
     """The level (dBFS, floored at ``QUIET_DBFS``) of each window the model scored, computed when read.
 
     Built on the scorer's own rows, so the levels are of exactly the windows the
-    probabilities are of; the detector reads only the windows of a pause.
+    probabilities are of; the detector reads only the windows from the start of speech on.
     """
 
     __slots__ = ("_rows", "_window", "_scale")
@@ -439,6 +473,8 @@ async def vad(
     min_silence_ms: float = DEFAULT_MIN_SILENCE_MS,
     rise_db: float | None = DEFAULT_RISE_DB,
     rise_hold_ms: float = DEFAULT_RISE_HOLD_MS,
+    tail_db: float | None = DEFAULT_TAIL_DB,
+    tail_ms: float = DEFAULT_TAIL_MS,
     early_pause_ms: float | None = None,
     batched: bool = True,
     engine: Any = None,
@@ -457,6 +493,12 @@ async def vad(
             be resuming); ``None`` turns the hold off. Not used with a
             FastRTC-style chunk model.
         rise_hold_ms: the longest such a hold lasts, in ms.
+        tail_db: a pause is counted from where the audio fell this many dB
+            under the loudest window of the speech, when Silero let go of it
+            later (its probability lingers after the sound has died away);
+            ``None``: from where Silero let go. Not used with a FastRTC-style
+            chunk model.
+        tail_ms: how much earlier than Silero's release a pause may be counted from, in ms.
         early_pause_ms: announce a pause this long (shorter than ``min_silence_ms``)
             with ``SpeechPaused``, and withdraw it with ``SpeechResumed`` if speech
             comes back before ``SpeechStopped``. ``None`` (default): no announcements.
@@ -480,6 +522,7 @@ async def vad(
     input_rate = 0
     end_s = 0.0
     chunked = False  # a FastRTC chunk model
+    with_levels = rise_db is not None or tail_db is not None  # the detector reads window levels
     try:
         async with scoped(source) as items:
             async for item in items:
@@ -503,6 +546,8 @@ async def vad(
                         min_silence_ms=min_silence_ms,
                         rise_db=rise_db,
                         rise_hold_ms=rise_hold_ms,
+                        tail_db=tail_db,
+                        tail_ms=tail_ms,
                         early_pause_ms=None if chunked else early_pause_ms,
                         start_s=item.pts / item.sample_rate,
                     )
@@ -525,7 +570,7 @@ async def vad(
                 pending_count %= window_in
                 probabilities = await scorer.score(samples)
                 if probabilities:
-                    rows = scorer.last_windows if rise_db is not None and detector.speaking else None  # type: ignore[union-attr]
+                    rows = scorer.last_windows if with_levels else None  # type: ignore[union-attr]
                     levels = None if rows is None else _Levels(rows, WINDOW_SAMPLES[rate])
                     for event in detector.feed(probabilities, levels):  # type: ignore[union-attr]
                         yield _fastrtc_end(event) if chunked else event
