@@ -193,6 +193,17 @@ def test_a_louder_window_restarts_the_quiet_run() -> None:
     assert kinds([stop]) == [("SpeechStopped", 0.192)] and stop.speech_end_s == pytest.approx(0.096)
 
 
+def test_a_pause_the_tail_starts_late_is_announced_at_once_with_the_same_end() -> None:
+    # min_silence 5 windows, early pause 2: the sound fell two windows before Silero let go,
+    # so the pause is already 3 windows old when it is seen, past early_pause_ms
+    d = SpeechDetector(window_s=W, min_speech_ms=32, min_silence_ms=160, early_pause_ms=64)
+    d.feed([0.9], [-20.0])
+    (paused,) = d.feed([0.9, 0.9, 0.1], [-65.0, -65.0, -70.0])
+    assert kinds([paused]) == [("SpeechPaused", 0.128)] and paused.speech_end_s == pytest.approx(0.032)
+    (stop,) = d.feed([0.1, 0.1], [-70.0, -70.0])
+    assert kinds([stop]) == [("SpeechStopped", 0.192)] and stop.speech_end_s == paused.speech_end_s
+
+
 # -- the operator on real speech ---------------------------------------------------------
 
 
