@@ -48,8 +48,15 @@ gains), how many early calls are withdrawn because the pause was inside the turn
 that every reply comes at the same media time as without it; held-out prompts and the
 tuning sentence pairs (0.25-0.40 s gaps), in silence and over -50 and -40 dBFS floors.
 
+``--pairs`` measures cut turns over pairs of consecutive held-out prompts joined by
+0.25-0.40 s of silence (counted from the first's energy end to the second's energy start), at
+the default pause or at each of ``--pauses``, over the floors of ``--floors`` (int16 rms;
+default digital silence, -50 and -40 dBFS).
+
 ``--rise-db off`` (or a number of dB) sets ``vad``'s resume hold for the whole run
-(default: the library's default, 3 dB), to measure what the hold does.
+(default: the library's default, 3 dB), to measure what the hold does; ``--tail-db off``
+(or a number of dB) the same for the pause counted from where the sound died away
+(default: 40 dB).
 """
 
 from __future__ import annotations
@@ -70,7 +77,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_turns import MEDIA, at_rate, join, long_reply, reply_times, sentences, set_rise_db, silence, with_noise  # noqa: E402
+from bench_turns import MEDIA, apply_vad_option_args, at_rate, join, long_reply, reply_times, sentences, silence, vad_option_args, with_noise  # noqa: E402
 from flowrtc.events import Interrupt, PendingUtterance, ReplyStarted  # noqa: E402
 from flowrtc.handlers.options import AlgoOptions  # noqa: E402
 from flowrtc.media import AudioChunk  # noqa: E402
@@ -242,24 +249,29 @@ def pause_options(pause_ms: int) -> AlgoOptions:
     return AlgoOptions(audio_chunk_duration=0.1 + pause_ms / 1000)
 
 
-def pause_sweep(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int]) -> None:
+def floor_names(floors: list[float]) -> str:
+    return " / ".join("silence" if not rms else f"{20 * np.log10(rms / 32768):.0f} dBFS" for rms in floors)
+
+
+def pause_sweep(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int], floors: list[float]) -> None:
     """Turn latency against split turns for each turn-end pause, 8 kHz, media time."""
-    print("| pause (ms) | held-out turn latency median / p90 (s) | held-out prompts split, inner pause < 0.30 s / 0.30-0.45 s | "
-          + " | ".join(f"pairs split at a {gap:.2f} s gap: silence / -50 / -40 dBFS" for gap in PAIR_GAPS_S) + " |")
+    buckets = ("< 0.30 s", "0.30-0.45 s", ">= 0.45 s")
+    print("| pause (ms) | held-out turn latency median / p90 (s) | held-out prompts split, inner pause < 0.30 s / 0.30-0.45 s / >= 0.45 s | "
+          + " | ".join(f"pairs split at a {gap:.2f} s gap: {floor_names(floors)}" for gap in PAIR_GAPS_S) + " |")
     print("| ---: | ---: | ---: |" + " ---: |" * len(PAIR_GAPS_S))
     for pause_ms in pauses:
         latencies: list[float] = []
-        short, medium = [0, 0], [0, 0]
+        split = {bucket: [0, 0] for bucket in buckets}
         for voice, (said, _) in voices.items():
             if voice.startswith("tuning"):
                 continue
-            result = anyio.run(lambda: turns(said, RATE, algo_options=pause_options(pause_ms)))
+            result = anyio.run(lambda: turns(said, RATE, algo_options=pause_options(pause_ms)))  # noqa: B023
             latencies += result["latencies"]
-            for total, bucket in ((short, "< 0.30 s"), (medium, "0.30-0.45 s")):
-                total[0] += result["splits"][bucket][1]
-                total[1] += result["splits"][bucket][0]
-        pairs = [" / ".join(f"{anyio.run(gap_splits, pause_ms, gap, noise)}/8" for noise in PAIR_NOISE) for gap in PAIR_GAPS_S]
-        print(f"| {pause_ms} | {pct(latencies, 50):.3f} / {pct(latencies, 90):.3f} | {short[0]}/{short[1]} / {medium[0]}/{medium[1]} | "
+            for bucket in buckets:
+                split[bucket][0] += result["splits"][bucket][1]
+                split[bucket][1] += result["splits"][bucket][0]
+        pairs = [" / ".join(f"{anyio.run(gap_splits, pause_ms, gap, rms)}/8" for rms in floors) for gap in PAIR_GAPS_S]
+        print(f"| {pause_ms} | {pct(latencies, 50):.3f} / {pct(latencies, 90):.3f} | {' / '.join(f'{a}/{b}' for a, b in split.values())} | "
               f"{' | '.join(pairs)} |", flush=True)
 
 
@@ -312,14 +324,16 @@ def early_sweep(voices: dict[str, tuple[list[Prompt], int]], earlies: list[int])
                   f"{' / '.join(per_gap)} | {'yes' if same else 'NO'} |", flush=True)
 
 
-def heldout_pairs(voices: dict[str, tuple[list[Prompt], int]]) -> None:
-    """Cut turns over pairs of held-out prompts, at the default pause, 8 kHz, media time."""
+def heldout_pairs(voices: dict[str, tuple[list[Prompt], int]], pauses: list[int | None], floors: list[float]) -> None:
+    """Cut turns over pairs of held-out prompts, for each turn-end pause (``None``: the default) and floor, 8 kHz, media time."""
     pairs = [(said[i], said[i + 1]) for voice, (said, _) in voices.items() if not voice.startswith("tuning") for i in range(0, len(said) - 1, 2)]
-    print(f"| gap | held-out pairs cut in two, silence / -50 / -40 dBFS (of {len(pairs)}) |")
-    print("| ---: | ---: |")
-    for gap in PAIR_GAPS_S[:3]:
-        cuts = [sum(n > 1 for n in anyio.run(pair_replies, pairs, gap, noise)) for noise in PAIR_NOISE]
-        print(f"| {gap:.2f} s | {' / '.join(str(n) for n in cuts)} |", flush=True)
+    print(f"| pause (ms) | gap | held-out pairs cut in two, {floor_names(floors)} (of {len(pairs)}) |")
+    print("| ---: | ---: | ---: |")
+    for pause_ms in pauses:
+        options = {} if pause_ms is None else {"algo_options": pause_options(pause_ms)}
+        for gap in PAIR_GAPS_S:
+            cuts = [sum(n > 1 for n in anyio.run(lambda: pair_replies(pairs, gap, rms, **options))) for rms in floors]  # noqa: B023
+            print(f"| {pause_ms or 'default'} | {gap:.2f} s | {' / '.join(str(n) for n in cuts)} |", flush=True)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -333,22 +347,24 @@ def main() -> None:
     parser.add_argument("--rates", default="8000,16000")
     parser.add_argument("--cache", default=str(heldout_cache()), help="where the sound packages are unpacked (default $FLOWRTC_HELDOUT or ~/.cache/flowrtc-heldout)")
     parser.add_argument("--pauses", default="", help="instead: turn latency against split turns for these turn-end pauses (ms, multiples of 32)")
-    parser.add_argument("--pairs", action="store_true", help="instead: cut turns over pairs of held-out prompts joined by short gaps")
+    parser.add_argument("--pairs", action="store_true", help="instead: cut turns over pairs of held-out prompts joined by short gaps (at each of --pauses)")
+    parser.add_argument("--floors", default=",".join(str(rms) for rms in PAIR_NOISE), help="--pairs and --pauses: white-noise floors, int16 rms (0: digital silence)")
     parser.add_argument("--early", default="", help="instead: what starting replies early (early_pause_ms, comma-separated) gives and costs")
-    parser.add_argument("--rise-db", default="", help="vad's resume hold for this run: dB, or 'off' (default: the library's)")
+    vad_option_args(parser)
     args = parser.parse_args()
-    if args.rise_db:
-        set_rise_db(None if args.rise_db == "off" else float(args.rise_db))
+    apply_vad_option_args(args)
     cache = Path(args.cache)
     rates = [int(r) for r in args.rates.split(",")]
     voices: dict[str, tuple[list[Prompt], int]] = {"tuning sentences (reference)": (tuning_prompts(), 0)}
     for voice in VOICES:
         voices[voice] = prompts(cache, voice, args.per_voice)
-    if args.pauses:
-        pause_sweep(voices, [int(p) for p in args.pauses.split(",")])
-        return
+    pauses = [int(p) for p in args.pauses.split(",")] if args.pauses else []
+    floors = [float(rms) for rms in args.floors.split(",")]
     if args.pairs:
-        heldout_pairs(voices)
+        heldout_pairs(voices, pauses or [None], floors)  # type: ignore[list-item]
+        return
+    if pauses:
+        pause_sweep(voices, pauses, floors)
         return
     if args.early:
         early_sweep(voices, [int(e) for e in args.early.split(",")])

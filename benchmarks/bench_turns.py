@@ -1,6 +1,6 @@
 """Turn-taking: latency, sentence gaps, barge-in, CPU per session and concurrency.
 
-Run: ``python benchmarks/bench_turns.py [--only turns,bargein,cpu,concurrency] [--runs 3] [--rise-db off]``
+Run: ``python benchmarks/bench_turns.py [--only turns,bargein,cpu,concurrency] [--runs 3] [--rise-db off] [--tail-db off]``
 
 Everything is measured on the real recordings in tests/media, with the
 ground-truth speech segments of tests/media/LICENSE.md, cut into sentences and
@@ -123,20 +123,34 @@ def long_reply(audio: tuple[int, np.ndarray]) -> Any:
         yield 24000, np.full(12000, 3000, np.int16)  # 6 s in all
 
 
-#: Options every ``vad`` this benchmark builds gets (``set_rise_db``).
+#: Options every ``vad`` this benchmark builds gets (``set_vad_options``).
 VAD_OPTIONS: dict[str, Any] = {}
 
 
-def set_rise_db(rise_db: float | None) -> None:
-    """Make every ``ReplyOnPause`` and ``vad`` of this process use ``rise_db`` for its resume hold."""
+def set_vad_options(**options: Any) -> None:
+    """Make every ``ReplyOnPause`` and ``vad`` of this process use these ``vad`` options
+    (``rise_db``: the resume hold; ``tail_db``: the pause counted from where the sound died away)."""
     import functools
 
     import flowrtc.handlers.reply_on_pause as module
     from flowrtc.operators import turn_taking
 
-    module.turn_taking = functools.partial(turn_taking, rise_db=rise_db)  # type: ignore[attr-defined]
-    VAD_OPTIONS["rise_db"] = rise_db
-    print(f"vad resume hold: {'off' if rise_db is None else f'{rise_db} dB'}", flush=True)
+    VAD_OPTIONS.update(options)
+    module.turn_taking = functools.partial(turn_taking, **VAD_OPTIONS)  # type: ignore[attr-defined]
+    print("vad options: " + ", ".join(f"{k}={'off' if v is None else v}" for k, v in VAD_OPTIONS.items()), flush=True)
+
+
+def vad_option_args(parser: Any) -> None:
+    """``--rise-db`` and ``--tail-db``: dB, or ``off``; by default the library's."""
+    parser.add_argument("--rise-db", default="", help="vad's resume hold for this run: dB, or 'off' (default: the library's)")
+    parser.add_argument("--tail-db", default="", help="vad's pause counted from the sound's fall by this many dB, or 'off' (default: the library's)")
+
+
+def apply_vad_option_args(args: Any) -> None:
+    for name in ("rise_db", "tail_db"):
+        value = getattr(args, name)
+        if value:
+            set_vad_options(**{name: None if value == "off" else float(value)})
 
 
 async def reply_times(audio: AudioChunk, fn: Callable[..., Any] = quiet, **options: Any) -> Any:
@@ -478,7 +492,7 @@ def bench_concurrency(counts: list[int], seconds: float, batched: bool, runs: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="turns,bargein,cpu,concurrency", help="any of sweep,turns,bargein,cpu,concurrency")
-    parser.add_argument("--rise-db", default="", help="vad's resume hold for this run: dB, or 'off' (default: the library's)")
+    vad_option_args(parser)
     parser.add_argument("--runs", type=int, default=3, help="runs per CPU / concurrency point (median)")
     parser.add_argument("--sessions", type=int, default=64, help="concurrent sessions for the CPU runs")
     parser.add_argument("--seconds", type=float, default=10.0, help="wall seconds per concurrency point")
@@ -486,8 +500,7 @@ def main() -> None:
     parser.add_argument("--inline-counts", default="25,50,100,150,200")
     parser.add_argument("--loop", default="uvloop,asyncio", help="event loops to measure cpu and concurrency on")
     args = parser.parse_args()
-    if args.rise_db:
-        set_rise_db(None if args.rise_db == "off" else float(args.rise_db))
+    apply_vad_option_args(args)
     global LOOP
     only = set(args.only.split(","))
     if "sweep" in only:
