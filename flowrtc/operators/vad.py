@@ -199,8 +199,8 @@ class SpeechDetector:
         """Advance by one window per probability; return the events decided.
 
         ``levels``, if given, is each window's level in dBFS (a sequence as
-        long as ``probabilities``); the resume hold reads it. A ``SpeechStopped``
-        carries ``speech_end_s``, where its pause began.
+        long as ``probabilities``); the resume hold and the tail read it. A
+        ``SpeechStopped`` carries ``speech_end_s``, where its pause began.
         """
         events: list[Event] = []
         state, run = self.state, self.run
